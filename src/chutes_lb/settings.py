@@ -1,0 +1,218 @@
+"""Settings, read once: the process environment, then ``.env``, then defaults.
+
+Every variable the project reads is declared once, in ``_VARS`` below, with its parser and
+default; ``.env.example`` documents the same list (a unit test keeps the two in step).
+A malformed value stops start-up with a ``SettingsError`` naming the variable. Secrets are
+wrapped in :class:`Secret`, whose ``repr``/``str`` never show the value.
+
+Tests build settings from a plain dict: ``Settings.from_mapping({...})``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = ["Secret", "Settings", "SettingsError", "load_settings"]
+
+
+class SettingsError(ValueError):
+    """A missing or malformed setting; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, str or f-string."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('****')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+
+# ---------------------------------------------------------------- parsers
+def _str(raw: str) -> str:
+    return raw.strip()
+
+
+def _secret(raw: str) -> Secret:
+    return Secret(raw.strip())
+
+
+def _pos_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a finite number > 0")
+    return value
+
+
+def _nonneg_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a finite number >= 0")
+    return value
+
+
+def _pos_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be an integer > 0")
+    return value
+
+
+def _nonneg_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port 1..65535")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _log_level(raw: str) -> str:
+    return _choice("debug", "info", "warning", "error")(raw).upper()
+
+
+ROUTING_STRATEGIES = ("headroom", "least-utilization", "shuffle", "weighted-shuffle", "passthrough")
+
+
+def _var(env: str, parse: Callable[[str], Any], default: str, doc: str) -> Any:
+    return field(metadata={"env": env, "parse": parse, "default": default, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of every service. Build with :func:`load_settings` or ``from_mapping``."""
+
+    # --- shared
+    redis_url: str = _var("REDIS_URL", _str, "redis://localhost:6379/0", "Redis holding the utilization snapshot and the replicas' in-flight counts")
+    redis_key_prefix: str = _var("REDIS_KEY_PREFIX", _str, "chutes-lb", "Prefix of every Redis key and channel this project uses")
+    litellm_config_path: str = _var("LITELLM_CONFIG_PATH", _str, "proxy/litellm-config.yaml", "LiteLLM config; its model list is the one list of chutes for proxy, poller and simulator")
+    log_level: str = _var("LOG_LEVEL", _log_level, "info", "debug, info, warning or error")
+    # --- Chutes
+    chutes_api_key: Secret = _var("CHUTES_API_KEY", _secret, "", "Chutes API key (cpk_...); required in real mode, unused in demo mode")
+    chutes_api_base: str = _var("CHUTES_API_BASE", _str, "https://api.chutes.ai", "Chutes management API (utilization); the simulator in demo mode")
+    chutes_inference_base: str = _var("CHUTES_INFERENCE_BASE", _str, "https://llm.chutes.ai/v1", "OpenAI-compatible Chutes inference host; the simulator in demo mode")
+    # --- proxy
+    litellm_master_key: Secret = _var("LITELLM_MASTER_KEY", _secret, "", "Key clients send as 'Authorization: Bearer ...' to the proxy (required)")
+    litellm_host: str = _var("LITELLM_HOST", _str, "0.0.0.0", "Address the proxy binds")
+    litellm_port: int = _var("LITELLM_PORT", _port, "4000", "Port the proxy listens on")
+    litellm_workers: int = _var("LITELLM_WORKERS", _pos_int, "2", "Worker processes per proxy replica")
+    routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), least-utilization (the seed's rule), shuffle, weighted-shuffle, passthrough (leave it to LiteLLM)")
+    snapshot_stale_seconds: float = _var("SNAPSHOT_STALE_SECONDS", _pos_float, "120", "A snapshot the poller fetched longer ago than this is ignored; routing runs on live signals alone")
+    snapshot_refresh_seconds: float = _var("SNAPSHOT_REFRESH_SECONDS", _pos_float, "5", "How often each proxy worker re-reads the snapshot besides pub/sub announcements")
+    inflight_publish_seconds: float = _var("INFLIGHT_PUBLISH_SECONDS", _pos_float, "1", "How often each proxy worker publishes its in-flight counts for the other replicas")
+    # --- poller
+    poll_interval_seconds: float = _var("POLL_INTERVAL_SECONDS", _pos_float, "30", "Seconds between utilization polls")
+    poll_timeout_seconds: float = _var("POLL_TIMEOUT_SECONDS", _pos_float, "10", "Timeout of one utilization request")
+    poll_max_body_bytes: int = _var("POLL_MAX_BODY_BYTES", _pos_int, "33554432", "A utilization answer larger than this is rejected whole")
+    snapshot_ttl_seconds: float = _var("SNAPSHOT_TTL_SECONDS", _pos_float, "600", "The snapshot expires from Redis when no poller refreshes it for this long")
+    poller_port: int = _var("POLLER_PORT", _port, "9101", "Port of the poller's /metrics and /healthz")
+    poller_healthy_seconds: float = _var("POLLER_HEALTHY_SECONDS", _pos_float, "120", "/healthz answers 503 when the last successful poll is older than this")
+    # --- simulator
+    sim_host: str = _var("SIM_HOST", _str, "0.0.0.0", "Address the simulator binds")
+    sim_port: int = _var("SIM_PORT", _port, "8080", "Port of the simulator")
+    sim_fleet_path: str = _var("SIM_FLEET_PATH", _str, "", "Simulator fleet YAML; empty = the chutes of LITELLM_CONFIG_PATH with default capacities")
+    utilization_refresh_seconds: float = _var("UTILIZATION_REFRESH_SECONDS", _pos_float, "60", "The simulator recomputes /chutes/utilization only this often (stale like the real one)")
+    sim_filler_entries: int = _var("SIM_FILLER_ENTRIES", _nonneg_int, "500", "Extra utilization entries for chutes outside the fleet (realistic response size)")
+    sim_seed: int = _var("SIM_SEED", _nonneg_int, "0", "Random seed of the simulator (0 = from the OS)")
+    sim_time_scale: float = _var("SIM_TIME_SCALE", _pos_float, "1", "Multiplies every simulated latency (0.01 = 100x faster)")
+    sim_admin_token: Secret = _var("SIM_ADMIN_TOKEN", _secret, "", "If set, the simulator's /admin routes require 'Authorization: Bearer <token>'")
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, str]) -> "Settings":
+        """Parse from a mapping of variable name -> raw string; absent names take defaults."""
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            env = f.metadata["env"]
+            raw = values.get(env)
+            if raw is None:
+                raw = f.metadata["default"]
+            try:
+                kwargs[f.name] = f.metadata["parse"](str(raw))
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"{env}: invalid value: {exc}") from None
+        return cls(**kwargs)
+
+    def require(self, *names: str) -> None:
+        """Stop start-up when a required (usually secret) setting is empty, naming it."""
+        missing = [self.env_name(n) for n in names if not getattr(self, n)]
+        if missing:
+            raise SettingsError(", ".join(missing) + " is required but not set (see .env.example)")
+
+    @staticmethod
+    def env_name(attr: str) -> str:
+        for f in fields(Settings):
+            if f.name == attr:
+                return f.metadata["env"]
+        raise KeyError(attr)
+
+    def secrets(self) -> list[str]:
+        """Secret values, for the log redaction filter."""
+        return [v.get() for v in vars(self).values() if isinstance(v, Secret) and v]
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({body})"
+
+
+def variables() -> list[tuple[str, str, str]]:
+    """(name, default, description) of every variable, for docs and the .env.example check."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in fields(Settings)]
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | os.PathLike[str] | None = ".env") -> Settings:
+    """Environment first, then ``.env`` (python-dotenv), then defaults."""
+    merged: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return Settings.from_mapping(merged)

@@ -1,0 +1,65 @@
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from chutes_lb.logs import RedactingFilter
+from chutes_lb.settings import Secret, Settings, SettingsError, load_settings, variables
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_parse():
+    s = Settings.from_mapping({})
+    assert s.litellm_port == 4000
+    assert s.routing_strategy == "headroom"
+    assert s.poll_interval_seconds == 30.0
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("POLL_INTERVAL_SECONDS", "abc"), ("POLL_INTERVAL_SECONDS", "-1"), ("POLL_INTERVAL_SECONDS", "nan"),
+     ("LITELLM_PORT", "70000"), ("ROUTING_STRATEGY", "argmin"), ("LITELLM_WORKERS", "0"), ("LOG_LEVEL", "loud")],
+)
+def test_malformed_value_names_the_variable(name, value):
+    with pytest.raises(SettingsError, match=re.escape(name)):
+        Settings.from_mapping({name: value})
+
+
+def test_require_names_missing_secret():
+    s = Settings.from_mapping({})
+    with pytest.raises(SettingsError, match="LITELLM_MASTER_KEY"):
+        s.require("litellm_master_key")
+    Settings.from_mapping({"LITELLM_MASTER_KEY": "sk-x"}).require("litellm_master_key")
+
+
+def test_secrets_never_in_repr():
+    s = Settings.from_mapping({"CHUTES_API_KEY": "cpk_supersecret", "LITELLM_MASTER_KEY": "sk-canary-123"})
+    for text in (repr(s), str(s), f"{s.chutes_api_key}", repr(s.litellm_master_key)):
+        assert "supersecret" not in text and "canary" not in text
+    assert s.chutes_api_key.get() == "cpk_supersecret"
+    assert isinstance(s.litellm_master_key, Secret)
+
+
+def test_environment_beats_dotenv_beats_default(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("LITELLM_PORT=4100\nPOLL_INTERVAL_SECONDS=7\n")
+    s = load_settings({"LITELLM_PORT": "4200"}, dotenv_path=env_file)
+    assert s.litellm_port == 4200  # environment wins
+    assert s.poll_interval_seconds == 7  # then .env
+    assert s.poll_timeout_seconds == 10  # then default
+
+
+def test_env_example_documents_every_variable():
+    text = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
+    declared = {name for name, _, _ in variables()}
+    assert declared <= documented, f"missing from .env.example: {sorted(declared - documented)}"
+
+
+def test_redacting_filter_scrubs_secrets():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "key=%s other", ("cpk_abcdef123",), None)
+    RedactingFilter(["cpk_abcdef123"]).filter(record)
+    assert record.getMessage() == "key=**** other"
