@@ -134,6 +134,7 @@ class Settings:
     redis_key_prefix: str = _var("REDIS_KEY_PREFIX", _str, "chutes-lb", "Prefix of every Redis key and channel this project uses")
     litellm_config_path: str = _var("LITELLM_CONFIG_PATH", _str, "proxy/litellm-config.yaml", "LiteLLM config; its model list is the one list of chutes for proxy, poller and simulator")
     log_level: str = _var("LOG_LEVEL", _log_level, "info", "debug, info, warning or error")
+    demo_mode: bool = _var("DEMO_MODE", _bool, "false", "true = route to the bundled Chutes simulator (no key needed); false = real Chutes, CHUTES_API_KEY required")
     # --- Chutes
     chutes_api_key: Secret = _var("CHUTES_API_KEY", _secret, "", "Chutes API key (cpk_...); required in real mode, unused in demo mode")
     chutes_api_base: str = _var("CHUTES_API_BASE", _str, "https://api.chutes.ai", "Chutes management API (utilization); the simulator in demo mode")
