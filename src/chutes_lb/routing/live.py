@@ -1,0 +1,266 @@
+"""Per-process live bookkeeping for routing: pure, no I/O, clock injected as ``now`` arguments.
+
+One :class:`LiveState` per worker process. The hook calls ``on_start`` when it sends a request to
+a chute, ``on_first_token`` when the first byte/token arrives, ``on_end`` when it finishes (with an
+:data:`Outcome`), and ``on_snapshot`` when it adopts a new utilization snapshot. Every call is O(1)
+and never raises on unknown tokens or double ends (they are counted in ``anomalies``).
+
+Per chute (:class:`ChuteLive`, long-lived and mutated in place so a decision can hold a reference):
+
+- ``in_flight``: requests open now;
+- ``new_inflight``: started since the current snapshot was adopted and still open;
+- ``open_at_adoption`` / ``old_open``: requests open at adoption / how many of those are still open,
+  so ``survival = old_open / open_at_adoption`` (1.0 when none were open);
+- ``latency_ewma`` / ``ttft_ewma``: recent latency and time to first token (seconds, None = unknown);
+- ``penalty_until`` / ``penalty_version``: after a 429 the chute counts as full until the next
+  snapshot is adopted or ``penalty_seconds`` pass, whichever comes first;
+- ``error_score``: a decaying score in [0, 1] bumped by errors and timeouts (half-life
+  ``error_half_life``), read through :meth:`ChuteLive.error_at`.
+
+:meth:`LiveState.export_counts` gives the small per-chute dict the hook publishes for the other
+workers; :func:`aggregate_remote` sums those exports into :class:`RemoteCounts` (also long-lived,
+updated in place) that :mod:`chutes_lb.routing.decision` reads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Literal, Mapping
+
+__all__ = [
+    "Outcome",
+    "OUTCOMES",
+    "ChuteLive",
+    "RemoteCounts",
+    "LiveState",
+    "aggregate_remote",
+]
+
+Outcome = Literal["success", "rate_limited", "error", "timeout"]
+OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout")
+
+_LN2 = math.log(2.0)
+
+
+@dataclass(slots=True, eq=False)
+class ChuteLive:
+    """Live counters for one chute in one process (mutated in place by :class:`LiveState`)."""
+
+    chute_id: str
+    in_flight: int = 0
+    new_inflight: int = 0
+    open_at_adoption: int = 0
+    old_open: int = 0
+    latency_ewma: float | None = None
+    ttft_ewma: float | None = None
+    penalty_until: float = -math.inf
+    penalty_version: object = None
+    error_score: float = 0.0
+    error_t: float = 0.0
+    error_half_life: float = 30.0
+    started_total: int = 0
+    rate_limited_total: int = 0
+    errors_total: int = 0
+
+    @property
+    def survival(self) -> float:
+        """Fraction of the requests open at snapshot adoption that are still open (1.0 if none)."""
+        return self.old_open / self.open_at_adoption if self.open_at_adoption > 0 else 1.0
+
+    def penalized(self, now: float, version: object) -> bool:
+        """True while a 429 penalty holds: same snapshot version and not yet expired."""
+        return now < self.penalty_until and self.penalty_version == version
+
+    def error_at(self, now: float) -> float:
+        """The error score decayed to ``now`` (0 = healthy, 1 = every recent request failed)."""
+        s = self.error_score
+        if s <= 0.0:
+            return 0.0
+        dt = now - self.error_t
+        if dt <= 0.0:
+            return s
+        return s * math.exp(-_LN2 * dt / self.error_half_life)
+
+
+@dataclass(slots=True, eq=False)
+class RemoteCounts:
+    """Other workers' counts for one chute (sum of their exports) and when they were measured."""
+
+    in_flight: int = 0
+    new_inflight: int = 0
+    penalized: int = 0  # how many other workers currently hold a 429 penalty on this chute
+    measured_at: float = -math.inf  # oldest measurement time among the summed exports
+
+    def fresh(self, now: float, max_age: float) -> bool:
+        return now - self.measured_at <= max_age
+
+
+@dataclass(slots=True)
+class _Open:
+    chute: ChuteLive
+    started: float
+    epoch: int
+    first_token: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class LiveState:
+    """All live bookkeeping of one worker process. Times are plain floats (seconds) passed in."""
+
+    penalty_seconds: float = 30.0
+    error_half_life: float = 30.0
+    ewma_alpha: float = 0.2
+    error_step: float = 0.5  # each error moves the score this fraction of the way to 1
+    chutes: dict[str, ChuteLive] = field(default_factory=dict)
+    snapshot_version: object = None
+    anomalies: dict[str, int] = field(
+        default_factory=lambda: {"unknown_token": 0, "double_end": 0, "bad_outcome": 0}
+    )
+    _open: dict[int, _Open] = field(default_factory=dict)
+    _ended: set[int] = field(default_factory=set)
+    _next_token: int = 1
+    _epoch: int = 0
+
+    def chute(self, chute_id: str) -> ChuteLive:
+        """The (long-lived) record for ``chute_id``, created on first use."""
+        c = self.chutes.get(chute_id)
+        if c is None:
+            c = ChuteLive(chute_id, error_half_life=self.error_half_life)
+            self.chutes[chute_id] = c
+        return c
+
+    def on_start(self, chute_id: str, now: float) -> int:
+        """A request was sent to ``chute_id``; returns the token to pass to the other callbacks."""
+        c = self.chute(chute_id)
+        c.in_flight += 1
+        c.new_inflight += 1
+        c.started_total += 1
+        tok = self._next_token
+        self._next_token = tok + 1
+        self._open[tok] = _Open(c, now, self._epoch)
+        return tok
+
+    def on_first_token(self, token: int, now: float) -> None:
+        """First token (or first byte) of the response arrived: updates the TTFT EWMA once."""
+        o = self._open.get(token)
+        if o is None or o.first_token:
+            return
+        o.first_token = True
+        dt = now - o.started
+        if dt >= 0.0 and dt == dt:
+            c = o.chute
+            c.ttft_ewma = dt if c.ttft_ewma is None else c.ttft_ewma + self.ewma_alpha * (dt - c.ttft_ewma)
+
+    def on_end(self, token: int, now: float, outcome: str = "success") -> None:
+        """The request finished. Unknown tokens and second ends are counted, never raised."""
+        o = self._open.pop(token, None)
+        if o is None:
+            if token in self._ended:
+                self.anomalies["double_end"] += 1
+            else:
+                self.anomalies["unknown_token"] += 1
+            return
+        if len(self._ended) > 4096:  # bounded memory: only recent tokens are remembered
+            self._ended.clear()
+        self._ended.add(token)
+        c = o.chute
+        c.in_flight -= 1
+        if o.epoch == self._epoch:
+            c.new_inflight -= 1
+        else:
+            c.old_open -= 1
+        if outcome == "success":
+            dt = now - o.started
+            if dt >= 0.0 and dt == dt:
+                c.latency_ewma = dt if c.latency_ewma is None else c.latency_ewma + self.ewma_alpha * (dt - c.latency_ewma)
+        elif outcome == "rate_limited":
+            c.rate_limited_total += 1
+            c.penalty_until = now + self.penalty_seconds
+            c.penalty_version = self.snapshot_version
+        elif outcome in ("error", "timeout"):
+            c.errors_total += 1
+            s = c.error_at(now)
+            c.error_score = s + self.error_step * (1.0 - s)
+            c.error_t = now
+        else:
+            self.anomalies["bad_outcome"] += 1
+
+    def on_snapshot(self, version: object, now: float) -> None:
+        """A new snapshot was adopted: open requests become 'old', new counts restart at 0.
+
+        Adopting the same version again is a no-op. Penalties end because they belong to the
+        previous version (see :meth:`ChuteLive.penalized`)."""
+        if version == self.snapshot_version and self._epoch > 0:
+            return
+        self.snapshot_version = version
+        self._epoch += 1
+        for c in self.chutes.values():
+            c.open_at_adoption = c.in_flight
+            c.old_open = c.in_flight
+            c.new_inflight = 0
+
+    def export_counts(self, now: float) -> dict[str, dict[str, float]]:
+        """Per-chute counts to publish for the other workers (only chutes seen by this process)."""
+        ver = self.snapshot_version
+        return {
+            cid: {
+                "in_flight": c.in_flight,
+                "new_inflight": c.new_inflight,
+                "penalized": 1 if c.penalized(now, ver) else 0,
+            }
+            for cid, c in self.chutes.items()
+        }
+
+    @property
+    def open_requests(self) -> int:
+        return len(self._open)
+
+
+def aggregate_remote(
+    exports: Iterable[tuple[Mapping[str, Mapping[str, float]], float]],
+    into: dict[str, RemoteCounts] | None = None,
+) -> dict[str, RemoteCounts]:
+    """Sum other workers' exports ``(counts, measured_at)`` into per-chute :class:`RemoteCounts`.
+
+    ``into`` is updated in place (so decisions holding references see the new values) and
+    returned; chutes absent from every export are reset to zero. Malformed values count as 0."""
+    out: dict[str, RemoteCounts] = {} if into is None else into
+    for rc in out.values():
+        rc.in_flight = 0
+        rc.new_inflight = 0
+        rc.penalized = 0
+        rc.measured_at = math.inf
+    oldest = math.inf
+    for counts, measured_at in exports:
+        try:
+            t = float(measured_at)
+        except (TypeError, ValueError):
+            continue
+        if t != t:
+            continue
+        oldest = min(oldest, t)
+        for cid, d in counts.items():
+            rc = out.get(cid)
+            if rc is None:
+                rc = out[cid] = RemoteCounts(measured_at=math.inf)
+            rc.in_flight += _nonneg_int(d.get("in_flight"))
+            rc.new_inflight += _nonneg_int(d.get("new_inflight"))
+            rc.penalized += _nonneg_int(d.get("penalized"))
+            if t < rc.measured_at:
+                rc.measured_at = t
+    # A chute missing from an export means that worker has nothing open there: zero counts are
+    # information as fresh as the oldest export. With no exports at all, nothing is fresh.
+    for rc in out.values():
+        if rc.measured_at == math.inf:
+            rc.measured_at = oldest if oldest != math.inf else -math.inf
+    return out
+
+
+def _nonneg_int(v: object) -> int:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
+    if f != f or f <= 0.0 or f == math.inf:
+        return 0
+    return int(f)
