@@ -1,0 +1,1 @@
+"""A fake fleet of Chutes LLM deployments (demo mode, tests, benchmarks); see simulator/README.md."""
