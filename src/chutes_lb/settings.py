@@ -153,6 +153,7 @@ class Settings:
     poll_timeout_seconds: float = _var("POLL_TIMEOUT_SECONDS", _pos_float, "10", "Timeout of one utilization request")
     poll_max_body_bytes: int = _var("POLL_MAX_BODY_BYTES", _pos_int, "33554432", "A utilization answer larger than this is rejected whole")
     snapshot_ttl_seconds: float = _var("SNAPSHOT_TTL_SECONDS", _pos_float, "600", "The snapshot expires from Redis when no poller refreshes it for this long")
+    poller_host: str = _var("POLLER_HOST", _str, "0.0.0.0", "Address the poller's /metrics and /healthz bind")
     poller_port: int = _var("POLLER_PORT", _port, "9101", "Port of the poller's /metrics and /healthz")
     poller_healthy_seconds: float = _var("POLLER_HEALTHY_SECONDS", _pos_float, "120", "/healthz answers 503 when the last successful poll is older than this")
     # --- simulator
