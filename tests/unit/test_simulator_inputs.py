@@ -1,0 +1,110 @@
+"""Request parsing, admin patch validation and fleet loading of the simulator (pure)."""
+import json
+
+import pytest
+
+from chutes_lb.fleet import FleetError
+from chutes_lb.simulator import openai_format as oa
+from chutes_lb.simulator.faults import ChuteControls, PatchError, apply_chute_patch, validate_utilization_patch
+from chutes_lb.simulator.fleet_config import fleet_from_mapping, fleet_from_proxy_config, load_fleet
+
+pytestmark = pytest.mark.unit
+MSG = [{"role": "user", "content": "hello world!"}]
+
+
+def enc(d):
+    return json.dumps(d).encode()
+
+
+def test_parse_accepts_real_client_shapes():
+    p = oa.parse_request(enc({"model": "m", "messages": [
+        {"role": "system", "content": "x" * 4000},
+        {"role": "user", "content": [{"type": "text", "text": "abcd" * 10}, {"type": "image_url", "image_url": {"url": "data:"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "1", "content": "ok"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}], "tool_choice": "auto",
+        "response_format": {"type": "json_object"}, "stream": True, "stream_options": {"include_usage": True},
+        "n": 2, "stop": ["\n"], "max_completion_tokens": 7, "max_tokens": 99, "temperature": 0.2, "x_unknown": {"a": 1}}), chat=True)
+    assert (p.model, p.stream, p.n, p.max_tokens) == ("m", True, 2, 7)
+    assert p.prompt_tokens > 1000
+    assert oa.parse_request(enc({"model": "m", "messages": MSG, "stream": None, "max_tokens": None}), True).max_tokens is None
+    for prompt in ("abc", ["a", "b"], [1, 2, 3], [[1, 2], [3]]):
+        assert oa.parse_request(enc({"model": "m", "prompt": prompt}), chat=False).prompt_tokens >= 1
+
+
+@pytest.mark.parametrize("raw,chat,param", [
+    (b"{not json", True, None), (b"[1,2]", True, None), (b'"str"', True, None),
+    (enc({"messages": MSG}), True, "model"), (enc({"model": 3, "messages": MSG}), True, "model"),
+    (enc({"model": "m"}), True, "messages"), (enc({"model": "m", "messages": "hi"}), True, "messages"),
+    (enc({"model": "m", "messages": []}), True, "messages"), (enc({"model": "m", "messages": ["hi"]}), True, "messages[0]"),
+    (enc({"model": "m", "messages": MSG, "stream": "yes"}), True, "stream"),
+    (enc({"model": "m", "messages": MSG, "n": 0}), True, "n"), (enc({"model": "m", "messages": MSG, "max_tokens": "5"}), True, "max_tokens"),
+    (enc({"model": "m", "messages": MSG, "stream_options": True}), True, "stream_options"),
+    (enc({"model": "m", "messages": MSG, "tools": {}}), True, "tools"),
+    (enc({"model": "m"}), False, "prompt"), (enc({"model": "m", "prompt": {"a": 1}}), False, "prompt"),
+])
+def test_parse_rejects_bad_input(raw, chat, param):
+    with pytest.raises(oa.BadRequest) as info:
+        oa.parse_request(raw, chat)
+    assert info.value.param == param and info.value.status == 400
+    body = json.loads(oa.error_body(str(info.value), info.value.param))
+    assert set(body["error"]) == {"message", "type", "param", "code"} and body["error"]["type"] == "invalid_request_error"
+
+
+def test_text_is_sliced_by_tokens():
+    assert oa.text_for(0) == "" and len(oa.text_for(3).split()) == 3
+    assert oa.text_for(3) == "".join(oa.token(i) for i in range(3))
+
+
+def test_chute_patch_validation():
+    c = ChuteControls(2, 8)
+    new = apply_chute_patch(c, {"instances": 0, "speed": 2, "error_rate": 1, "error_status": 503, "hang": True,
+                                "cut_after_tokens": 5, "reset_rate": 0.5, "ttft_scale": 0.5, "concurrency": 3})
+    assert new == ChuteControls(0, 3, 2.0, 0.5, 1.0, 503, True, 5, 0.5)
+    assert apply_chute_patch(new, {"cut_after_tokens": None}).cut_after_tokens is None
+    for bad in ({"instances": -1}, {"instances": 1.5}, {"concurrency": 0}, {"speed": 0}, {"speed": "2"}, {"error_rate": 1.5},
+                {"error_status": 200}, {"error_status": 600}, {"hang": 1}, {"cut_after_tokens": -1}, {"reset_rate": -0.1},
+                {"unknown": 1}, [1], {"instances": True}, {"speed": float("nan")}):
+        with pytest.raises(PatchError):
+            apply_chute_patch(c, bad)
+
+
+def test_utilization_patch_validation():
+    assert validate_utilization_patch({"mode": "status"}) == {"mode": "status", "status": 500}
+    assert validate_utilization_patch({"mode": "slow", "delay_seconds": 2, "refresh_seconds": 0.5}) == {
+        "mode": "slow", "delay_seconds": 2.0, "refresh_seconds": 0.5}
+    for bad in ({"mode": "weird"}, {"status": "500"}, {"delay_seconds": -1}, {"size_bytes": -5}, {"refresh_seconds": 0}, {"x": 1}, []):
+        with pytest.raises(PatchError):
+            validate_utilization_patch(bad)
+
+
+def test_fleet_from_mapping_with_defaults_and_overrides():
+    f = fleet_from_mapping({"alpha": 0.5, "defaults": {"instances": 3, "tps": {"median": 50}},
+                            "chutes": [{"chute_id": "2ff25e81-4586-5ec8-b892-3a6f342693d7", "name": "a"},
+                                       {"chute_id": "154ad01c-a431-5744-83c8-651215124360", "name": "b", "instances": 0, "ttft": 0.3}]})
+    assert f.alpha == 0.5 and [c.instances for c in f.chutes] == [3, 0]
+    assert f.chutes[0].tps.median == 50 and f.chutes[1].ttft.median == 0.3 and f.chutes[1].ttft.sigma == 0
+
+
+@pytest.mark.parametrize("data", [
+    {}, {"chutes": []}, {"chutes": [{"chute_id": "nope", "name": "a"}]},
+    {"chutes": [{"chute_id": "2ff25e81-4586-5ec8-b892-3a6f342693d7"}]},
+    {"chutes": [{"chute_id": "2ff25e81-4586-5ec8-b892-3a6f342693d7", "name": "a", "concurrency": 0}]},
+    {"chutes": [{"chute_id": "2ff25e81-4586-5ec8-b892-3a6f342693d7", "name": "a", "tps": {"median": -1}}]},
+    {"chutes": [{"chute_id": "2ff25e81-4586-5ec8-b892-3a6f342693d7", "name": "a"}] * 2},
+    {"alpha": -1, "chutes": [{"chute_id": "2ff25e81-4586-5ec8-b892-3a6f342693d7", "name": "a"}]},
+])
+def test_fleet_errors(data):
+    with pytest.raises(FleetError):
+        fleet_from_mapping(data)
+
+
+def test_sample_fleets_and_proxy_fallback_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    demo = load_fleet(root / "simulator/fleet-demo.yaml")
+    bench = load_fleet(root / "simulator/fleet-bench.yaml")
+    proxy = fleet_from_proxy_config(root / "proxy/litellm-config.yaml")
+    assert {c.chute_id for c in demo.chutes} == {c.chute_id for c in proxy.chutes} == {c.chute_id for c in bench.chutes}
+    assert all(c.instances == 2 for c in proxy.chutes)
