@@ -1,0 +1,90 @@
+"""``python -m chutes_lb.proxy``: validate settings, prepare the environment, run the proxy.
+
+Fails fast, naming the variable, when ``LITELLM_MASTER_KEY`` is missing or when real mode
+(``DEMO_MODE=false``) has no ``CHUTES_API_KEY``. Nothing is fetched from the internet at
+start-up (LiteLLM's cost-map download and telemetry are switched off). Workers are uvicorn
+processes serving ``chutes_lb.proxy.app:app`` (LiteLLM's app plus our routes and middleware).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from chutes_lb.fleet import FleetError, load_chutes
+from chutes_lb.logs import setup_logging
+from chutes_lb.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("chutes_lb.proxy")
+
+DEMO_PLACEHOLDER_KEY = "demo-mode-no-chutes-key"
+
+
+def prepare_environment(settings: Settings, environ: dict[str, str]) -> None:
+    """Everything LiteLLM and our workers read from the environment, set once here."""
+    settings.require("litellm_master_key")
+    if settings.litellm_master_key.get() == "sk-1234":
+        raise SettingsError("LITELLM_MASTER_KEY: the sample value sk-1234 is refused; choose a secret")
+    if not settings.demo_mode:
+        settings.require("chutes_api_key")
+    elif not settings.chutes_api_key:
+        environ["CHUTES_API_KEY"] = DEMO_PLACEHOLDER_KEY  # the simulator ignores it
+    config = Path(settings.litellm_config_path).resolve()
+    chutes = load_chutes(config)  # fail fast on a broken model list
+    environ.update(
+        CONFIG_FILE_PATH=str(config),
+        LITELLM_CONFIG_PATH=str(config),
+        LITELLM_MASTER_KEY=settings.litellm_master_key.get(),
+        CHUTES_INFERENCE_BASE=settings.chutes_inference_base,
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_TELEMETRY_DISABLED="true",
+        LITELLM_DONT_SHOW_FEEDBACK_BOX="true",
+        LITELLM_LOG=environ.get("LITELLM_LOG", "ERROR"),
+    )
+    # prometheus-client multiprocess mode: one directory shared by the workers, emptied at start.
+    mp_dir = environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(), f"chutes-lb-metrics-{settings.litellm_port}")
+    shutil.rmtree(mp_dir, ignore_errors=True)
+    os.makedirs(mp_dir, exist_ok=True)
+    environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+    log.info("%d chutes configured from %s: %s", len(chutes), config, ", ".join(c.name for c in chutes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"chutes-lb proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.secrets())
+    try:
+        prepare_environment(settings, os.environ)  # type: ignore[arg-type]
+    except (SettingsError, FleetError) as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    if settings.demo_mode:
+        log.warning("DEMO MODE: routing to the Chutes simulator at %s (no real Chutes traffic)", settings.chutes_inference_base)
+    log.info(
+        "starting proxy on %s:%d with %d workers, routing strategy %s",
+        settings.litellm_host, settings.litellm_port, settings.litellm_workers, settings.routing_strategy,
+    )
+    import uvicorn
+
+    uvicorn.run(
+        "chutes_lb.proxy.app:app",
+        host=settings.litellm_host,
+        port=settings.litellm_port,
+        workers=settings.litellm_workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=20,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

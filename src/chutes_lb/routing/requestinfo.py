@@ -1,0 +1,99 @@
+"""Reading LiteLLM's request/callback kwargs: which chutes failed this request, which attempt a
+callback closes, what kind of failure it was, when the first token came.
+
+LiteLLM's kwargs are untyped dicts whose layout moves between releases; everything that knows
+it is here, read defensively (a missing field means "unknown", never an exception), and pinned
+by the integration tests against the real proxy.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+_METADATA_KEYS = ("metadata", "litellm_metadata")
+
+
+def _metadata_dicts(kwargs: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    for key in _METADATA_KEYS:
+        value = kwargs.get(key)
+        if isinstance(value, Mapping):
+            yield value
+    params = kwargs.get("litellm_params")
+    if isinstance(params, Mapping):
+        for key in _METADATA_KEYS:
+            value = params.get(key)
+            if isinstance(value, Mapping):
+                yield value
+
+
+def _ids(value: object) -> Iterable[str]:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        for item in value:
+            if isinstance(item, str) and item:
+                yield item
+
+
+def failed_ids_in_request(request_kwargs: Mapping[str, Any] | None) -> frozenset[str]:
+    """Deployment ids that already failed within this request (retries, weighted failover)."""
+    if not request_kwargs:
+        return frozenset()
+    failed: set[str] = set(_ids(request_kwargs.get("_excluded_deployment_ids")))
+    failed.update(_ids(request_kwargs.get("_retry_skipped_deployment_ids")))
+    for meta in _metadata_dicts(request_kwargs):
+        failed.update(_ids(meta.get("_failover_excluded_ids")))
+        previous = meta.get("previous_models")
+        if isinstance(previous, (list, tuple)):
+            for attempt in previous:
+                if isinstance(attempt, Mapping):
+                    dep = attempt.get("deployment_id")
+                    if isinstance(dep, str) and dep:
+                        failed.add(dep)
+    return frozenset(failed)
+
+
+def deployment_id(kwargs: Mapping[str, Any]) -> str | None:
+    params = kwargs.get("litellm_params")
+    if isinstance(params, Mapping):
+        info = params.get("model_info")
+        if isinstance(info, Mapping) and info.get("id"):
+            return str(info["id"])
+    for meta in _metadata_dicts(kwargs):
+        info = meta.get("model_info")
+        if isinstance(info, Mapping) and info.get("id"):
+            return str(info["id"])
+    slo = kwargs.get("standard_logging_object")
+    if isinstance(slo, Mapping) and slo.get("model_id"):
+        return str(slo["model_id"])
+    return None
+
+
+def attempt_key(kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(litellm_call_id, deployment id) of the attempt a callback reports on."""
+    call_id = kwargs.get("litellm_call_id")
+    dep = deployment_id(kwargs)
+    if not call_id or not dep:
+        return None
+    return str(call_id), dep
+
+
+def classify_failure(kwargs: Mapping[str, Any]) -> str:
+    """rate_limited | timeout | error, from the exception LiteLLM attached."""
+    exc = kwargs.get("exception")
+    status = getattr(exc, "status_code", None)
+    name = type(exc).__name__ if exc is not None else ""
+    if status == 429 or "RateLimit" in name:
+        return "rate_limited"
+    if status == 408 or "Timeout" in name:
+        return "timeout"
+    return "error"
+
+
+def ttft_seconds(kwargs: Mapping[str, Any], start_time: Any) -> float | None:
+    """Time to first token of a streamed response (None when not streamed or unknown)."""
+    if not kwargs.get("stream"):
+        return None
+    first = kwargs.get("completion_start_time")
+    if isinstance(first, datetime) and isinstance(start_time, datetime):
+        value = (first - start_time).total_seconds()
+        return value if value >= 0 else None
+    return None
