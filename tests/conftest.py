@@ -43,7 +43,7 @@ class _ContainerRedis:
 
     def __init__(self) -> None:
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-        from testcontainers.redis import RedisContainer
+        from testcontainers.community.redis import RedisContainer
 
         self.port = free_port()
         self.container = RedisContainer(REDIS_IMAGE).with_bind_ports(6379, self.port)
