@@ -51,7 +51,7 @@ class _ContainerRedis:
         self._running = False
 
     def start(self) -> "_ContainerRedis":
-        if self.container.get_wrapped_container() is None:
+        if getattr(self.container, "_container", None) is None:
             self.container.start()
         else:
             self.container.get_wrapped_container().start()
