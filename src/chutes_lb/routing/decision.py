@@ -54,6 +54,7 @@ class Reason(str, Enum):
     P2C = "p2c"  # headroom: the better of two capacity-weighted samples had free slots
     THIRD_SAMPLE = "third_sample"  # headroom: both looked full, an extra sample had room
     BEST_SAMPLED = "best_sampled"  # headroom: all samples looked full, least-overloaded taken
+    SCAN_FALLBACK = "scan_fallback"  # headroom: samples looked full, a full scan found room
     PROPORTIONAL_FALLBACK = "proportional_fallback"  # headroom: all full, random by capacity
     ALL_PENALIZED = "all_penalized"  # headroom: every candidate had a 429 penalty
     NO_SNAPSHOT_LIVE = "no_snapshot_live"  # headroom without any snapshot: live counts only
@@ -91,12 +92,14 @@ class HeadroomParams:
     """Knobs of the ``headroom`` strategy (defaults chosen with the DES, see benchmarks/des)."""
 
     remote_max_age: float = 5.0  # shared counts older than this are ignored (-> R x own)
+    penalty_slots: float = 1.0  # 429 hold = this many slot-free times: latency / capacity
+    default_latency: float = 10.0  # seconds, when a chute has no latency EWMA yet
     use_remote: bool = True
     use_survival: bool = True
     use_penalty: bool = True
     use_errors: bool = True
     extra_samples: int = 1  # samples beyond two when both look full
-    fallback: str = "proportional"  # "proportional" | "best_sampled"
+    fallback: str = "proportional"  # "proportional" | "best_sampled" | "scan" (then proportional)
     uniform_sampling: bool = False  # ablation only: sample candidates uniformly
 
 
@@ -186,14 +189,18 @@ def _free(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomPara
         own_new = live.new_inflight
         own_in = live.in_flight
         if p.use_penalty and live.penalty_until > now and live.penalty_version == version:
-            return -math.inf
+            lat = live.latency_ewma or p.default_latency
+            if now < live.last_429_at + p.penalty_slots * lat / cap:
+                return -math.inf
     else:
         own_new = own_in = 0
     rem = c.remote
     fresh = p.use_remote and rem is not None and now - rem.measured_at <= p.remote_max_age
     if fresh:
-        if p.use_penalty and rem.penalized > 0:  # type: ignore[union-attr]
-            return -math.inf
+        if p.use_penalty and rem.last_429_at > -math.inf:  # type: ignore[union-attr]
+            lat = (live.latency_ewma if live is not None else None) or p.default_latency
+            if now < rem.last_429_at + p.penalty_slots * lat / cap:  # type: ignore[union-attr]
+                return -math.inf
         all_new = own_new + rem.new_inflight  # type: ignore[union-attr]
         all_in = own_in + rem.in_flight  # type: ignore[union-attr]
     else:
@@ -309,7 +316,7 @@ def _headroom(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now:
     if a < 0:
         return -1, Reason.P2C
     b = a
-    for _ in range(4):  # a distinct second sample when one exists
+    for _ in range(8):  # a distinct second sample when one exists
         b = _sample(cs, rng, excluded, uni)
         if b != a and b >= 0:
             break
@@ -332,6 +339,15 @@ def _headroom(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now:
             return best, (Reason.THIRD_SAMPLE if cs.any_snapshot else Reason.NO_SNAPSHOT_LIVE)
     if p.fallback == "best_sampled" and fbest > -math.inf:
         return best, Reason.BEST_SAMPLED
+    if p.fallback == "scan":
+        for j in range(cs.n):
+            if excluded and cs.ids[j] in excluded:
+                continue
+            fj = _free(cs, j, now, r, p, version)
+            if fj > fbest:
+                best, fbest = j, fj
+        if fbest > 0.0:
+            return best, Reason.SCAN_FALLBACK
     # Proportional fallback: random by capacity among chutes without a 429 penalty.
     for _ in range(8):
         c = _sample(cs, rng, excluded, False)
@@ -341,4 +357,14 @@ def _headroom(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now:
             return c, Reason.PROPORTIONAL_FALLBACK
     if fbest > -math.inf:
         return best, Reason.PROPORTIONAL_FALLBACK
+    # Rare slow path: the samples kept hitting penalized chutes; look at every candidate.
+    ok_idx = [j for j in range(cs.n) if not (excluded and cs.ids[j] in excluded)
+              and _free(cs, j, now, r, p, version) > -math.inf]
+    if ok_idx:
+        x = rng.random() * sum(cs.cap[j] for j in ok_idx)
+        for j in ok_idx:
+            x -= cs.cap[j]
+            if x < 0.0:
+                return j, Reason.PROPORTIONAL_FALLBACK
+        return ok_idx[-1], Reason.PROPORTIONAL_FALLBACK
     return _sample(cs, rng, excluded, False), Reason.ALL_PENALIZED

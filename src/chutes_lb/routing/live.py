@@ -12,8 +12,9 @@ Per chute (:class:`ChuteLive`, long-lived and mutated in place so a decision can
 - ``open_at_adoption`` / ``old_open``: requests open at adoption / how many of those are still open,
   so ``survival = old_open / open_at_adoption`` (1.0 when none were open);
 - ``latency_ewma`` / ``ttft_ewma``: recent latency and time to first token (seconds, None = unknown);
-- ``penalty_until`` / ``penalty_version``: after a 429 the chute counts as full until the next
-  snapshot is adopted or ``penalty_seconds`` pass, whichever comes first;
+- ``last_429_at`` / ``penalty_until`` / ``penalty_version``: after a 429 the chute may count as
+  full until the next snapshot is adopted or ``penalty_seconds`` pass, whichever comes first (the
+  decision shortens the hold to about the time one slot takes to free, see decision.py);
 - ``error_score``: a decaying score in [0, 1] bumped by errors and timeouts (half-life
   ``error_half_life``), read through :meth:`ChuteLive.error_at`.
 
@@ -55,6 +56,7 @@ class ChuteLive:
     ttft_ewma: float | None = None
     penalty_until: float = -math.inf
     penalty_version: object = None
+    last_429_at: float = -math.inf
     error_score: float = 0.0
     error_t: float = 0.0
     error_half_life: float = 30.0
@@ -88,7 +90,7 @@ class RemoteCounts:
 
     in_flight: int = 0
     new_inflight: int = 0
-    penalized: int = 0  # how many other workers currently hold a 429 penalty on this chute
+    last_429_at: float = -math.inf  # latest 429 any other worker saw on this chute (same version)
     measured_at: float = -math.inf  # oldest measurement time among the summed exports
 
     def fresh(self, now: float, max_age: float) -> bool:
@@ -177,6 +179,7 @@ class LiveState:
             c.rate_limited_total += 1
             c.penalty_until = now + self.penalty_seconds
             c.penalty_version = self.snapshot_version
+            c.last_429_at = now
         elif outcome in ("error", "timeout"):
             c.errors_total += 1
             s = c.error_at(now)
@@ -200,13 +203,15 @@ class LiveState:
             c.new_inflight = 0
 
     def export_counts(self, now: float) -> dict[str, dict[str, float]]:
-        """Per-chute counts to publish for the other workers (only chutes seen by this process)."""
+        """Per-chute counts to publish for the other workers (only chutes seen by this process):
+        ``in_flight``, ``new_inflight`` and ``last_429_at`` (-inf unless a 429 penalty holds).
+        Publish with the measurement time; all workers must share one clock (wall time)."""
         ver = self.snapshot_version
         return {
             cid: {
                 "in_flight": c.in_flight,
                 "new_inflight": c.new_inflight,
-                "penalized": 1 if c.penalized(now, ver) else 0,
+                "last_429_at": c.last_429_at if c.penalized(now, ver) else -math.inf,
             }
             for cid, c in self.chutes.items()
         }
@@ -228,7 +233,7 @@ def aggregate_remote(
     for rc in out.values():
         rc.in_flight = 0
         rc.new_inflight = 0
-        rc.penalized = 0
+        rc.last_429_at = -math.inf
         rc.measured_at = math.inf
     oldest = math.inf
     for counts, measured_at in exports:
@@ -245,7 +250,9 @@ def aggregate_remote(
                 rc = out[cid] = RemoteCounts(measured_at=math.inf)
             rc.in_flight += _nonneg_int(d.get("in_flight"))
             rc.new_inflight += _nonneg_int(d.get("new_inflight"))
-            rc.penalized += _nonneg_int(d.get("penalized"))
+            l429 = _float(d.get("last_429_at"))
+            if l429 > rc.last_429_at:
+                rc.last_429_at = l429
             if t < rc.measured_at:
                 rc.measured_at = t
     # A chute missing from an export means that worker has nothing open there: zero counts are
@@ -254,6 +261,14 @@ def aggregate_remote(
         if rc.measured_at == math.inf:
             rc.measured_at = oldest if oldest != math.inf else -math.inf
     return out
+
+
+def _float(v: object) -> float:
+    try:
+        f = float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return -math.inf
+    return f if f == f else -math.inf
 
 
 def _nonneg_int(v: object) -> int:

@@ -1,0 +1,1 @@
+"""Discrete-event simulation of the routing decision (imports the real routing code)."""

@@ -1,0 +1,247 @@
+"""Properties of the routing decision at 10,000 seeded picks per test."""
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chutes_lb.routing.decision import (
+    STRATEGIES,
+    Candidate,
+    CandidateSet,
+    HeadroomParams,
+    Reason,
+    decide,
+)
+from chutes_lb.routing.live import LiveState, RemoteCounts
+
+pytestmark = pytest.mark.unit
+
+N = 10_000
+
+
+def fleet(caps, utils=None, live: LiveState | None = None, remotes=None) -> list[Candidate]:
+    utils = utils or [0.0] * len(caps)
+    return [
+        Candidate(f"c{i}", cap, u, live=live.chute(f"c{i}") if live else None,
+                  remote=remotes[i] if remotes else None)
+        for i, (cap, u) in enumerate(zip(caps, utils))
+    ]
+
+
+def chi2(counts: Counter, ids: list[str], weights: list[float]) -> float:
+    tot = sum(weights)
+    n = sum(counts.values())
+    return sum((counts[i] - n * w / tot) ** 2 / (n * w / tot) for i, w in zip(ids, weights))
+
+
+def test_strategy_names_and_reasons_are_fixed() -> None:
+    assert STRATEGIES == ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
+    assert {r.value for r in Reason} == {
+        "p2c", "third_sample", "best_sampled", "scan_fallback", "proportional_fallback", "all_penalized",
+        "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random"}
+
+
+def test_weighted_shuffle_matches_capacity_shares() -> None:
+    caps = [4, 8, 8, 16, 40]
+    cands = fleet(caps)
+    rng = random.Random(1)
+    c = Counter(decide(cands, "weighted-shuffle", rng).chute_id for _ in range(N))
+    assert chi2(c, [x.chute_id for x in cands], caps) < 18.5  # chi2(df=4) 99.9th percentile
+
+
+def test_shuffle_is_uniform() -> None:
+    cands = fleet([4, 8, 8, 16, 40])
+    rng = random.Random(2)
+    c = Counter(decide(cands, "shuffle", rng).chute_id for _ in range(N))
+    assert chi2(c, [x.chute_id for x in cands], [1] * 5) < 18.5
+
+
+def test_headroom_idle_fleet_is_capacity_proportional_p2c() -> None:
+    """Idle fleet: two distinct capacity-weighted samples, the more free slots wins: the share grows
+    with capacity (the smallest chute only gets traffic once the big ones fill up)."""
+    caps = [4, 8, 16, 40]
+    cands = fleet(caps, live=LiveState())
+    rng = random.Random(3)
+    c = Counter(decide(cands, "headroom", rng, replicas=4).chute_id for _ in range(N))
+    shares = [c[f"c{i}"] / N for i in range(4)]
+    assert shares == sorted(shares) and shares[-1] < 0.95
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_excluded_never_chosen_while_others_available(strategy: str) -> None:
+    live = LiveState()
+    cands = fleet([1, 2, 4, 8, 16, 32, 64, 0], [0.1, 0.9, 0.0, 0.5, 0.2, 0.3, 0.0, 0.0], live=live)
+    ids = [c.chute_id for c in cands]
+    rng = random.Random(4)
+    for _ in range(N):
+        k = rng.randrange(0, len(ids))
+        exc = set(rng.sample(ids, k))
+        d = decide(cands, strategy, rng, excluded=exc, replicas=3)
+        assert d.chute_id not in exc and not d.excluded_ignored
+    d = decide(cands, strategy, rng, excluded=set(ids))
+    assert d.chute_id in ids and d.excluded_ignored
+
+
+def test_least_utilization_is_argmin_ties_first() -> None:
+    cands = fleet([10, 10, 10, 10], [0.5, 0.2, 0.2, float("nan")])
+    rng = random.Random(5)
+    assert {decide(cands, "least-utilization", rng).chute_id for _ in range(100)} == {"c1"}
+    assert decide(cands, "least-utilization", rng, excluded={"c1"}).chute_id == "c2"
+    unknown = fleet([10, 10], [None, None])
+    assert decide(unknown, "least-utilization", rng).chute_id == "c0"
+
+
+def test_headroom_avoids_a_429_penalized_chute() -> None:
+    live = LiveState(penalty_seconds=30.0)
+    live.on_snapshot(1, 0.0)
+    cands = fleet([40, 8, 8], [0.0, 0.0, 0.0], live=live)
+    live.chute("c0").latency_ewma = 20.0  # one slot of 40 frees every ~0.5 s
+    live.on_end(live.on_start("c0", 100.0), 100.0, "rate_limited")
+    rng = random.Random(6)
+    picks = Counter(decide(cands, "headroom", rng, now=100.2, snapshot_version=1).chute_id for _ in range(N))
+    assert picks["c0"] == 0
+    # the hold is about one slot-free time, then the chute is usable again
+    later = Counter(decide(cands, "headroom", rng, now=101.0, snapshot_version=1).chute_id for _ in range(1000))
+    assert later["c0"] > 0
+    # a new snapshot version ends the penalty
+    live.on_snapshot(2, 100.3)
+    again = Counter(decide(cands, "headroom", rng, now=100.3, snapshot_version=2).chute_id for _ in range(1000))
+    assert again["c0"] > 0
+
+
+def test_headroom_avoids_a_chute_another_replica_saw_429() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    rem = [RemoteCounts(measured_at=10.0, last_429_at=10.0), RemoteCounts(measured_at=10.0)]
+    cands = fleet([40, 8], [0.0, 0.0], live=live, remotes=rem)
+    rng = random.Random(7)
+    picks = Counter(decide(cands, "headroom", rng, now=10.1, snapshot_version=1).chute_id for _ in range(N))
+    assert picks["c0"] == 0
+
+
+def test_headroom_moves_traffic_away_when_in_flight_rises() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    cands = fleet([20, 20], [0.5, 0.5], live=live)
+    rng = random.Random(8)
+    before = Counter(decide(cands, "headroom", rng, replicas=1).chute_id for _ in range(N))
+    assert 0.4 < before["c0"] / N < 0.6
+    for _ in range(6):
+        live.on_start("c0", 1.0)
+    after = Counter(decide(cands, "headroom", rng, replicas=1).chute_id for _ in range(N))
+    assert after["c0"] / N < 0.1
+
+
+def test_shared_remote_counts_are_used_when_fresh_only() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    rem = [RemoteCounts(in_flight=18, new_inflight=18, measured_at=9.0), RemoteCounts(measured_at=9.0)]
+    cands = fleet([20, 20], [0.0, 0.0], live=live, remotes=rem)
+    rng = random.Random(9)
+    fresh = Counter(decide(cands, "headroom", rng, now=10.0).chute_id for _ in range(N))
+    assert fresh["c0"] / N < 0.1
+    stale = Counter(decide(cands, "headroom", rng, now=100.0).chute_id for _ in range(N))
+    assert 0.4 < stale["c0"] / N < 0.6
+
+
+def test_error_score_shrinks_headroom() -> None:
+    live = LiveState(error_half_life=60.0)
+    live.on_snapshot(1, 0.0)
+    cands = fleet([20, 20], [0.0, 0.0], live=live)
+    for _ in range(3):
+        live.on_end(live.on_start("c0", 0.0), 0.0, "error")
+    rng = random.Random(10)
+    picks = Counter(decide(cands, "headroom", rng, now=1.0).chute_id for _ in range(N))
+    assert picks["c0"] / N < 0.35
+
+
+def test_no_herding_on_identical_stale_snapshot() -> None:
+    """R replicas, same stale snapshot (c0 looked idle, the rest half busy), no shared counts: the
+    argmin sends everything to c0; headroom spreads picks in line with the estimated room."""
+    R, caps = 4, [10] * 8
+    utils = [0.0] + [0.5] * 7  # free: c0 10, others 5 each -> c0 holds 10/45 of the room
+    rng = random.Random(11)
+    herd = Counter()
+    spread = Counter()
+    for trial in range(250):  # 250 x 40 = 10,000 picks
+        for strategy, counter in (("least-utilization", herd), ("headroom", spread)):
+            lives = [LiveState() for _ in range(R)]
+            sets = []
+            for ls in lives:
+                ls.on_snapshot(1, 0.0)
+                sets.append(CandidateSet(fleet(caps, utils, live=ls)))
+            for k in range(40):  # interleaved requests, none finishes
+                r = k % R
+                d = decide(sets[r], strategy, rng, replicas=R, snapshot_version=1)
+                lives[r].on_start(d.chute_id, 0.0)
+                counter[d.chute_id] += 1
+    assert herd["c0"] == 10_000
+    assert spread["c0"] / 10_000 < 0.4
+    assert max(spread.values()) / 10_000 < 0.4
+
+
+def test_headroom_no_snapshot_uses_live_counts() -> None:
+    live = LiveState()
+    cands = fleet([10, 10], [None, None], live=live)
+    for _ in range(8):
+        live.on_start("c0", 0.0)
+    rng = random.Random(12)
+    d = [decide(cands, "headroom", rng, replicas=1) for _ in range(1000)]
+    assert {x.reason for x in d} <= {Reason.NO_SNAPSHOT_LIVE}
+    assert sum(x.chute_id == "c0" for x in d) < 100
+
+
+def test_explain_returns_headroom_per_candidate() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    cands = fleet([10, 20], [0.5, 0.25], live=live)
+    live.on_start("c1", 0.0)
+    d = decide(cands, "headroom", random.Random(0), replicas=2, explain=True, snapshot_version=1)
+    assert d.headroom == (5.0, 13.0)
+
+
+def test_empty_and_unknown_strategy_raise_value_error() -> None:
+    with pytest.raises(ValueError):
+        decide([], "headroom", random.Random(0))
+    with pytest.raises(ValueError):
+        decide(fleet([1, 2]), "round-robin", random.Random(0))
+
+
+weird = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 100),
+                  st.just("x"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    caps=st.lists(weird, min_size=1, max_size=12),
+    utils=st.lists(weird, min_size=12, max_size=12),
+    excl_mask=st.lists(st.booleans(), min_size=12, max_size=12),
+    strategy=st.sampled_from(STRATEGIES),
+    replicas=st.integers(-2, 64),
+    seed=st.integers(0, 2**32),
+    inflight=st.lists(st.integers(0, 50), min_size=12, max_size=12),
+)
+def test_never_raises_on_degenerate_inputs(caps, utils, excl_mask, strategy, replicas, seed, inflight) -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    cands = [Candidate(f"c{i}", cap, utils[i], utils[(i + 1) % 12], utils[(i + 2) % 12], live=live.chute(f"c{i}"),
+                       remote=RemoteCounts(in_flight=inflight[i], measured_at=0.0) if i % 2 else None)
+             for i, cap in enumerate(caps)]
+    for i in range(len(caps)):
+        for _ in range(inflight[i] % 7):
+            live.on_start(f"c{i}", 0.0)
+    excluded = {f"c{i}" for i in range(len(caps)) if excl_mask[i]}
+    params = HeadroomParams(fallback=["proportional", "best_sampled", "scan"][seed % 3])
+    d = decide(cands, strategy, random.Random(seed), now=0.5, excluded=excluded, replicas=replicas,
+               snapshot_version=1, params=params, explain=True)
+    ids = [c.chute_id for c in cands]
+    assert d.chute_id in ids and ids[d.index] == d.chute_id
+    if len(excluded) < len(ids):
+        assert d.chute_id not in excluded
+    assert isinstance(d.reason, Reason)
+    assert d.headroom is not None and all(not math.isnan(h) for h in d.headroom)
