@@ -25,8 +25,9 @@ from benchmarks.des.sim import SimConfig, SimResult, run
 from benchmarks.des.theory import erlang_b, mm1_sojourn, supermarket_sojourn
 
 CORE = ["headroom", "least-utilization", "shuffle", "weighted-shuffle", "least-busy", "oracle-p2c", "oracle-jsq"]
-ABLATIONS = ["headroom:findings", "headroom:no-remote", "headroom:no-penalty", "headroom:no-third",
-             "headroom:best-sampled", "headroom:scan", "headroom:no-survival", "headroom:uniform"]
+ABLATIONS = ["headroom:findings", "headroom:no-remote", "headroom:remote-only", "headroom:sharepen",
+             "headroom:no-penalty", "headroom:no-third", "headroom:best-sampled", "headroom:scan",
+             "headroom:no-survival", "headroom:uniform"]
 
 
 def log(msg: str) -> None:
@@ -249,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"load": 0.6, "changes": [(n_req * 0.5 / (0.6 * sum(caps)), "load", 0, 0.97 / 0.6)]}
         if a.scenario == "degrade":
             big = int(np.argmax(caps))
-            extra = {"changes": [(span / 3, "speed", big, 0.25)], "error_prob": {}}
+            extra = {"changes": [(span / 3, "speed", big, 0.25), (span / 3, "errors", big, 0.5)]}
+            strategies = CORE + ["headroom:no-errors"]
     if a.strategies:
         strategies = a.strategies.split(",")
     modes = a.modes.split(",")

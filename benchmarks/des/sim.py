@@ -37,16 +37,18 @@ from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote
 # Ablations of the headroom strategy, selected as "headroom:<name>".
 VARIANTS: dict[str, dict] = {
     "": {},
+    # the reference findings' estimator: no shared counts, no 429 hold, two samples, best of them
     "findings": dict(use_remote=False, use_penalty=False, extra_samples=0, fallback="best_sampled"),
     "no-remote": dict(use_remote=False),
+    "remote-only": dict(remote_weight=1.0, delay_correction=False),  # shared counts taken as they are
+    "sharepen": dict(share_penalty=True),
     "no-penalty": dict(use_penalty=False),
     "no-third": dict(extra_samples=0),
     "best-sampled": dict(fallback="best_sampled"),
+    "scan": dict(fallback="scan"),
     "no-survival": dict(use_survival=False),
     "uniform": dict(uniform_sampling=True),
     "no-errors": dict(use_errors=False),
-    "scan": dict(fallback="scan"),
-    "more-samples": dict(extra_samples=4),
 }
 
 ARRIVAL, DEPART, RETRY, MEASURE_START, MEASURE_END, ADOPT, PUBLISH, VISIBLE, CHANGE = range(9)
@@ -364,12 +366,15 @@ def run(cfg: SimConfig) -> SimResult:
                         rc.new_inflight = tot.new_inflight - o["new_inflight"]
                         rc.last_429_at = tot.last_429_at  # own 429s are known locally anyway
                     rc.measured_at = tm
+                    rc.own_started_mark = own[cid]["started_total"] if cid in own else 0
         elif kind == CHANGE:
             what, idx, x = a
             if what == "speed":
                 speed[idx] = x
             elif what == "load":
                 lam_factor = x
+            elif what == "errors":
+                err_p[idx] = x
         if done >= cfg.n_requests:
             break
     if bin_width is not None:

@@ -114,14 +114,19 @@ def test_headroom_avoids_a_429_penalized_chute() -> None:
     assert again["c0"] > 0
 
 
-def test_headroom_avoids_a_chute_another_replica_saw_429() -> None:
+def test_shared_429_penalty_is_optional() -> None:
     live = LiveState()
     live.on_snapshot(1, 0.0)
     rem = [RemoteCounts(measured_at=10.0, last_429_at=10.0), RemoteCounts(measured_at=10.0)]
     cands = fleet([40, 8], [0.0, 0.0], live=live, remotes=rem)
     rng = random.Random(7)
-    picks = Counter(decide(cands, "headroom", rng, now=10.1, snapshot_version=1).chute_id for _ in range(N))
+    shared = HeadroomParams(share_penalty=True)
+    picks = Counter(decide(cands, "headroom", rng, now=10.1, snapshot_version=1, params=shared).chute_id
+                    for _ in range(N))
     assert picks["c0"] == 0
+    # off by default: the DES showed every replica avoiding the same chute at once herds the rest
+    default = Counter(decide(cands, "headroom", rng, now=10.1, snapshot_version=1).chute_id for _ in range(N))
+    assert default["c0"] > N / 2
 
 
 def test_headroom_moves_traffic_away_when_in_flight_rises() -> None:

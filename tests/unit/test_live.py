@@ -99,7 +99,7 @@ def test_export_and_aggregate_remote() -> None:
     b.on_start("x", 1.0)
     b.on_start("y", 1.0)
     ea, eb = a.export_counts(2.0), b.export_counts(2.0)
-    assert ea["x"] == {"in_flight": 2, "new_inflight": 2, "last_429_at": -math.inf}
+    assert ea["x"] == {"in_flight": 2, "new_inflight": 2, "started_total": 2, "last_429_at": -math.inf}
     into = {"z": RemoteCounts(in_flight=9, measured_at=0.0)}
     agg = aggregate_remote([(ea, 2.0), (eb, 1.5), ({"x": {"in_flight": "junk", "new_inflight": float("nan")}}, 2.0)],
                            into=into)

@@ -95,6 +95,10 @@ class HeadroomParams:
     penalty_slots: float = 1.0  # 429 hold = this many slot-free times: latency / capacity
     default_latency: float = 10.0  # seconds, when a chute has no latency EWMA yet
     use_remote: bool = True
+    remote_weight: float = 0.5  # others' counts = w x shared + (1 - w) x (R - 1) x own
+    inflight_floor: bool = True  # with fresh shared counts, est >= total in-flight
+    share_penalty: bool = False  # avoid chutes other workers saw 429 (DES: herds, off)
+    delay_correction: bool = True  # age shared counts: decay by latency, add (R-1) x own starts since
     use_survival: bool = True
     use_penalty: bool = True
     use_errors: bool = True
@@ -197,12 +201,27 @@ def _free(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomPara
     rem = c.remote
     fresh = p.use_remote and rem is not None and now - rem.measured_at <= p.remote_max_age
     if fresh:
-        if p.use_penalty and rem.last_429_at > -math.inf:  # type: ignore[union-attr]
+        if p.share_penalty and p.use_penalty and rem.last_429_at > -math.inf:  # type: ignore[union-attr]
             lat = (live.latency_ewma if live is not None else None) or p.default_latency
             if now < rem.last_429_at + p.penalty_slots * lat / cap:  # type: ignore[union-attr]
                 return -math.inf
-        all_new = own_new + rem.new_inflight  # type: ignore[union-attr]
-        all_in = own_in + rem.in_flight  # type: ignore[union-attr]
+        w = p.remote_weight
+        if p.delay_correction:
+            lat = (live.latency_ewma if live is not None else None) or p.default_latency
+            keep = math.exp(-(now - rem.measured_at) / lat)  # type: ignore[union-attr]
+            since = (live.started_total - rem.own_started_mark  # type: ignore[union-attr]
+                     if live is not None and rem.own_started_mark >= 0 else 0)  # type: ignore[union-attr]
+            unseen = (replicas - 1.0) * since
+            r_new = w * (rem.new_inflight * keep + unseen) + (1.0 - w) * (replicas - 1.0) * own_new  # type: ignore[union-attr]
+            r_in = w * (rem.in_flight * keep + unseen) + (1.0 - w) * (replicas - 1.0) * own_in  # type: ignore[union-attr]
+            all_new = own_new + r_new
+            all_in = own_in + r_in
+        elif w >= 1.0:
+            all_new = own_new + rem.new_inflight  # type: ignore[union-attr]
+            all_in = own_in + rem.in_flight  # type: ignore[union-attr]
+        else:
+            all_new = own_new + w * rem.new_inflight + (1.0 - w) * (replicas - 1.0) * own_new  # type: ignore[union-attr]
+            all_in = own_in + w * rem.in_flight + (1.0 - w) * (replicas - 1.0) * own_in  # type: ignore[union-attr]
     else:
         all_new = replicas * own_new
         all_in = replicas * own_in
@@ -212,7 +231,7 @@ def _free(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomPara
     else:
         surv = live.survival if (live is not None and p.use_survival) else 1.0
         est = surv * snap + all_new
-        if fresh and all_in > est:
+        if fresh and p.inflight_floor and all_in > est:
             est = all_in
     free = cap - est
     if p.use_errors and live is not None and live.error_score > 0.0 and free > 0.0:

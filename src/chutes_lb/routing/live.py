@@ -91,6 +91,7 @@ class RemoteCounts:
     in_flight: int = 0
     new_inflight: int = 0
     last_429_at: float = -math.inf  # latest 429 any other worker saw on this chute (same version)
+    own_started_mark: int = -1  # this worker's started_total when the remote counts were measured
     measured_at: float = -math.inf  # oldest measurement time among the summed exports
 
     def fresh(self, now: float, max_age: float) -> bool:
@@ -204,13 +205,15 @@ class LiveState:
 
     def export_counts(self, now: float) -> dict[str, dict[str, float]]:
         """Per-chute counts to publish for the other workers (only chutes seen by this process):
-        ``in_flight``, ``new_inflight`` and ``last_429_at`` (-inf unless a 429 penalty holds).
+        ``in_flight``, ``new_inflight``, ``started_total`` (lets a worker count its own starts since
+        a measurement) and ``last_429_at`` (-inf unless a 429 penalty holds).
         Publish with the measurement time; all workers must share one clock (wall time)."""
         ver = self.snapshot_version
         return {
             cid: {
                 "in_flight": c.in_flight,
                 "new_inflight": c.new_inflight,
+                "started_total": c.started_total,
                 "last_429_at": c.last_429_at if c.penalized(now, ver) else -math.inf,
             }
             for cid, c in self.chutes.items()
