@@ -264,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
               "3 attempts. Time unit = mean service time. p99 targets use queue mode; 429 and failure "
               "targets use reject mode.", ""]
     lines += table(results) + [""]
+    if len(caps) <= 10:
+        lines += ["### Load share per chute / capacity share (1.00 = fair)", "",
+                  "| mode | strategy | " + " | ".join(f"c{i} ({c})" for i, c in enumerate(caps)) + " |",
+                  "|---|---|" + "---|" * len(caps)]
+        for (mode, s), r in results.items():
+            if ":" in s:
+                continue
+            lines.append(f"| {mode} | {s} | " + " | ".join(f"{x:.2f}" for x in r.load_share / r.cap_share) + " |")
+        lines.append("")
     lines += ["### Targets", "", "| target | value | bound | |", "|---|---|---|---|"]
     for t, v, b, p in targets(results):
         lines.append(f"| {t} | {v:.3f} | {b} | {'PASS' if p else 'MISS'} |")

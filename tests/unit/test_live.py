@@ -108,6 +108,8 @@ def test_export_and_aggregate_remote() -> None:
     assert (agg["y"].in_flight, agg["y"].measured_at) == (1, 1.5)
     assert (agg["z"].in_flight, agg["z"].measured_at) == (0, 1.5)  # absent = zero, as fresh as the oldest
     assert agg["x"].fresh(3.0, 5.0) and not agg["x"].fresh(10.0, 5.0)
+    marked = aggregate_remote([(ea, 2.0)], mark_from=b)
+    assert marked["x"].own_started_mark == 1  # b started one request on x
     empty = aggregate_remote([])
     assert empty == {}
     stale = aggregate_remote([], into={"x": RemoteCounts(in_flight=1, measured_at=5.0)})

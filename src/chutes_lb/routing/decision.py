@@ -37,6 +37,7 @@ __all__ = [
     "Reason",
     "Candidate",
     "CandidateSet",
+    "candidate_set",
     "HeadroomParams",
     "DEFAULT_PARAMS",
     "Decision",

@@ -227,11 +227,14 @@ class LiveState:
 def aggregate_remote(
     exports: Iterable[tuple[Mapping[str, Mapping[str, float]], float]],
     into: dict[str, RemoteCounts] | None = None,
+    mark_from: LiveState | None = None,
 ) -> dict[str, RemoteCounts]:
     """Sum other workers' exports ``(counts, measured_at)`` into per-chute :class:`RemoteCounts`.
 
     ``into`` is updated in place (so decisions holding references see the new values) and
-    returned; chutes absent from every export are reset to zero. Malformed values count as 0."""
+    returned; chutes absent from every export are reset to zero. Malformed values count as 0.
+    ``mark_from`` (this worker's own :class:`LiveState`) records its ``started_total`` per chute
+    now, so the decision can add ``(R - 1) x own starts since`` for the others' unseen starts."""
     out: dict[str, RemoteCounts] = {} if into is None else into
     for rc in out.values():
         rc.in_flight = 0
@@ -260,9 +263,12 @@ def aggregate_remote(
                 rc.measured_at = t
     # A chute missing from an export means that worker has nothing open there: zero counts are
     # information as fresh as the oldest export. With no exports at all, nothing is fresh.
-    for rc in out.values():
+    for cid, rc in out.items():
         if rc.measured_at == math.inf:
             rc.measured_at = oldest if oldest != math.inf else -math.inf
+        if mark_from is not None:
+            mine = mark_from.chutes.get(cid)
+            rc.own_started_mark = mine.started_total if mine is not None else 0
     return out
 
 
