@@ -76,8 +76,7 @@ class ChutesRoutingHook(CustomLogger):
         if snap is None:
             return None
         if snap.age(now) > self.settings.snapshot_stale_seconds:
-            self._set_state("stale")
-            return None
+            return None  # the background loop reports the transition; requests only read
         return snap
 
     async def async_filter_deployments(self, model: str, healthy_deployments: list, messages: Any = None, request_kwargs: dict | None = None, parent_otel_span: Any = None) -> list[dict]:
@@ -100,7 +99,7 @@ class ChutesRoutingHook(CustomLogger):
         label = chute.name if chute else "unconfigured"
         m.DECISIONS.labels(label, result.reason.value, self.strategy).inc()
         if snap is None and self.strategy in ("headroom", "least-utilization"):
-            m.FALLBACKS.labels(self.snapshot_state if self.snapshot_state != "ok" else "missing").inc()
+            m.FALLBACKS.labels(self.snapshot_state if self.snapshot_state != "ok" else "stale").inc()
         if failed:
             for fid in failed:
                 if fid in self.chutes:
@@ -234,6 +233,14 @@ class ChutesRoutingHook(CustomLogger):
             self.snapshot = None
             self._set_state("invalid")
             return
+        self._update_state()
+
+    def _update_state(self) -> None:
+        """The one place the snapshot state is decided (Redis reachable: missing, stale or ok)."""
+        if self.snapshot is None:
+            if self.snapshot_state not in ("missing", "invalid"):
+                self._set_state("missing")
+            return
         stale = self.snapshot.age(time.time()) > self.settings.snapshot_stale_seconds
         self._set_state("stale" if stale else "ok")
 
@@ -254,6 +261,8 @@ class ChutesRoutingHook(CustomLogger):
                     if msg is not None or time.monotonic() >= deadline:
                         await self._refresh_snapshot()
                         deadline = time.monotonic() + self.settings.snapshot_refresh_seconds
+                    else:
+                        self._update_state()  # a held snapshot goes stale with no new message
                     m.SNAPSHOT_AGE.set(self.snapshot.age(time.time()) if self.snapshot else -1)
             except asyncio.CancelledError:
                 raise
