@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -130,8 +131,8 @@ def _build(env: dict[str, str]) -> str | None:
         assert proc.stdout is not None
         for line in proc.stdout:
             tail = (tail + [line.rstrip()])[-40:]
-            if " DONE " in line or "Built" in line or "ERROR" in line or "CACHED" in line:
-                say("  " + line.rstrip())
+            if re.match(r"#\d+ \[[\w-]+ +\d+/\d+\]", line) or "Built" in line or "ERROR" in line:
+                say("  " + line.rstrip())  # one line per build step, plus the result
             if time.monotonic() - start > BUILD_TIMEOUT:
                 proc.kill()
                 return f"image build exceeded {BUILD_TIMEOUT}s"

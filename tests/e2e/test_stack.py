@@ -157,10 +157,31 @@ def test_every_dashboard_query_returns_data(stack: Stack) -> None:
     assert not pending, "dashboard queries without data:\n" + "\n".join(f"{t}: {e}" for t, e in sorted(pending))
 
 
-# ---------------------------------------------------------------- resilience
+# ---------------------------------------------------------------- scaling and resilience
+def test_scaling_proxy_needs_no_config_change(stack: Stack) -> None:
+    """--scale proxy=3: HAProxy (Docker DNS) and Prometheus (dns_sd) pick the new replica up."""
+    stack.compose("up", "-d", "--no-deps", "--no-recreate", "--wait", "--wait-timeout", "240", "--scale", "proxy=3", "proxy", timeout=300)
+    assert len([r for r in stack.containers("proxy") if r["State"] == "running"]) == 3
+
+    def lb_and_prometheus_see_three() -> bool:
+        active = stack.query('max(haproxy_backend_active_servers{proxy="proxies"})')
+        targets = stack.query('sum(up{job="proxy"})')
+        return bool(active and targets and float(active[0]["value"][1]) == 3 and float(targets[0]["value"][1]) == 3)
+
+    wait_for(lb_and_prometheus_see_three, 90, what="3 active HAProxy servers and 3 proxy targets up")
+    outcomes = send_traffic(stack, 30, concurrency=6)
+    assert outcomes == Counter(ok=30), outcomes
+
+    def third_replica_served() -> bool:
+        rows = stack.query("sum by (instance) (chutes_lb_upstream_requests_total) > 0")
+        return len(rows) == 3
+
+    wait_for(third_replica_served, 60, what="all 3 replicas serving requests")
+
+
 def test_stopping_a_replica_under_load_costs_no_request(stack: Stack) -> None:
     proxies = [r for r in stack.containers("proxy") if r["State"] == "running"]
-    assert len(proxies) == 2
+    assert len(proxies) >= 2
     victim = proxies[0]["Name"]
     c = client(stack)
     stop = threading.Event()
