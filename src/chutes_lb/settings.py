@@ -206,6 +206,32 @@ class Settings:
         return f"Settings({body})"
 
 
+# Read by Docker Compose or the scripts, not by the Python services (documented in .env.example).
+DEPLOYMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
+    ("GRAFANA_ADMIN_PASSWORD", "", "Grafana admin password (Compose; required, there is no default)"),
+    ("GRAFANA_ADMIN_USER", "admin", "Grafana admin user (Compose)"),
+    ("GRAFANA_PORT", "3000", "Host port of Grafana (Compose)"),
+    ("PROXY_REPLICAS", "2", "Proxy replicas behind the front load balancer (Compose)"),
+    ("PROMETHEUS_RETENTION", "15d", "Prometheus TSDB retention (Compose)"),
+    ("CHUTES_LB_TAG", "dev", "Tag of the three images Compose builds"),
+    ("CHUTES_LB_RUN_DIR", "/tmp/chutes-lb", "scripts/run-proxy.sh: pid files, logs and the generated demo key"),
+    ("CHUTES_LB_PROXY_LOG", "/tmp/litellm-proxy.log", "scripts/run-proxy.sh: the proxy's log file"),
+    ("CHUTES_LB_REDIS_PORT", "6389", "scripts/run-proxy.sh: port of the local redis-server it starts when REDIS_URL is unset"),
+)
+_SECRET_NAMES = ("CHUTES_API_KEY", "LITELLM_MASTER_KEY", "SIM_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD")
+
+
+def env_example() -> str:
+    """The text of .env.example: every variable, its default and meaning (secrets left empty)."""
+    lines = ["# Every variable the project reads. Copy to .env and edit; never commit .env.",
+             "# Precedence for the Python services: process environment, then .env, then these defaults."]
+    for title, rows in (("services (src/chutes_lb/settings.py)", variables()), ("deployment (Compose, scripts)", list(DEPLOYMENT_VARIABLES))):
+        lines += ["", f"# ===== {title}"]
+        for name, default, doc in rows:
+            lines += ["", f"# {doc}", f"{name}=" if name in _SECRET_NAMES else f"{name}={default}"]
+    return "\n".join(lines) + "\n"
+
+
 def variables() -> list[tuple[str, str, str]]:
     """(name, default, description) of every variable, for docs and the .env.example check."""
     return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in fields(Settings)]
@@ -220,3 +246,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | o
         merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
     merged.update(os.environ if environ is None else environ)
     return Settings.from_mapping(merged)
+
+
+if __name__ == "__main__":  # python -m chutes_lb.settings > .env.example
+    print(env_example(), end="")

@@ -53,10 +53,20 @@ def test_environment_beats_dotenv_beats_default(tmp_path):
 
 
 def test_env_example_documents_every_variable():
+    from chutes_lb.settings import env_example
+
     text = (ROOT / ".env.example").read_text()
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
+    assert text == env_example(), "regenerate: python -m chutes_lb.settings > .env.example"
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", text, re.M))
     declared = {name for name, _, _ in variables()}
-    assert declared <= documented, f"missing from .env.example: {sorted(declared - documented)}"
+    assert declared <= documented
+    compose_vars = set()
+    for path in ROOT.glob("compose*.yaml"):
+        compose_vars |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", path.read_text()))
+    compose_vars.discard("PROMETHEUS_TEST_PORT")  # set by the e2e tests only
+    assert compose_vars <= documented, f"missing from .env.example: {sorted(compose_vars - documented)}"
+    for secret in ("CHUTES_API_KEY", "LITELLM_MASTER_KEY", "GRAFANA_ADMIN_PASSWORD"):
+        assert re.search(rf"^{secret}=$", text, re.M), f"{secret} must have no value in .env.example"
 
 
 def test_redacting_filter_scrubs_secrets():
