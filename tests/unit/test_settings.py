@@ -73,3 +73,10 @@ def test_redacting_filter_scrubs_secrets():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "key=%s other", ("cpk_abcdef123",), None)
     RedactingFilter(["cpk_abcdef123"]).filter(record)
     assert record.getMessage() == "key=**** other"
+
+
+def test_readme_variable_table_is_generated_from_the_settings():
+    from chutes_lb.docs import render
+
+    text = (ROOT / "README.md").read_text()
+    assert render(text) == text, "regenerate: python -m chutes_lb.docs"
