@@ -17,7 +17,8 @@ import pytest
 
 from tests.e2e.compose_stack import ROOT, Stack, _run, say, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# The first test also pays for the session fixture (image build up to 900 s + up to 300 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 MODEL = "chutes-models"
 PROMPT = [{"role": "user", "content": "Say hello in five words."}]
@@ -179,10 +180,8 @@ def test_scaling_proxy_needs_no_config_change(stack: Stack) -> None:
     wait_for(third_replica_served, 60, what="all 3 replicas serving requests")
 
 
-def test_stopping_a_replica_under_load_costs_no_request(stack: Stack) -> None:
-    proxies = [r for r in stack.containers("proxy") if r["State"] == "running"]
-    assert len(proxies) >= 2
-    victim = proxies[0]["Name"]
+def run_load_while(stack: Stack, action: list[str], streams: bool, workers: int = 6) -> tuple[Counter, list[str], int]:
+    """Closed-loop load from ``workers`` threads; ``action`` (a docker command) runs mid-way."""
     c = client(stack)
     stop = threading.Event()
     results: Counter = Counter()
@@ -194,7 +193,7 @@ def test_stopping_a_replica_under_load_costs_no_request(stack: Stack) -> None:
         while not stop.is_set():
             i += 1
             try:
-                if (i + k) % 4 == 0:
+                if streams and (i + k) % 4 == 0:
                     assert list(c.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=32, stream=True))
                 else:
                     assert c.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=32).choices
@@ -206,22 +205,46 @@ def test_stopping_a_replica_under_load_costs_no_request(stack: Stack) -> None:
             with lock:
                 results[outcome] += 1
 
-    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(6)]
+    threads = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(workers)]
     for t in threads:
         t.start()
     time.sleep(6)
     before = results["ok"]
-    say(f"stopping {victim} under load ({before} requests so far)")
-    stopped = _run(["docker", "stop", "--time", "30", victim], timeout=90)
-    assert stopped.returncode == 0, stopped.stderr
+    say(f"{' '.join(action)} under load ({before} requests so far)")
+    done = _run(action, timeout=90)
+    assert done.returncode == 0, done.stderr
     time.sleep(8)
     stop.set()
     for t in threads:
         t.join(timeout=90)
-    say(f"load during stop: {dict(results)}")
+    say(f"load during {action[1]}: {dict(results)}")
+    return results, errors, before
+
+
+def running_proxies(stack: Stack) -> list[str]:
+    return [r["Name"] for r in stack.containers("proxy") if r["State"] == "running"]
+
+
+def test_stopping_a_replica_under_load_costs_no_request(stack: Stack) -> None:
+    """docker stop (SIGTERM, graceful): plain and streamed requests all succeed."""
+    proxies = running_proxies(stack)
+    assert len(proxies) >= 2
+    results, errors, before = run_load_while(stack, ["docker", "stop", "--time", "30", proxies[0]], streams=True)
     assert results["failed"] == 0, errors[:10]
-    assert results["ok"] > before + 10, results  # traffic kept flowing on the other replica
-    assert [r["Name"] for r in stack.containers("proxy") if r["State"] == "running"] != []
+    assert results["ok"] > before + 10, results  # traffic kept flowing on the other replicas
+
+
+def test_killing_a_replica_under_load_costs_no_request(stack: Stack) -> None:
+    """docker kill (SIGKILL, no goodbye): requests in flight on the dead replica are replayed by
+    HAProxy on another one (L7 retry on empty-response/conn-failure). Non-streamed only: a
+    stream whose first bytes reached the client cannot be replayed."""
+    proxies = running_proxies(stack)
+    assert len(proxies) >= 2
+    results, errors, before = run_load_while(stack, ["docker", "kill", proxies[0]], streams=False)
+    assert results["failed"] == 0, errors[:10]
+    assert results["ok"] > before + 10, results
+    retried = stack.query('sum(haproxy_backend_retry_warnings_total{proxy="proxies"}) + sum(haproxy_backend_redispatch_warnings_total{proxy="proxies"})')
+    say(f"HAProxy retries + redispatches so far: {retried[0]['value'][1] if retried else 'n/a'}")
 
 
 def test_real_mode_without_chutes_key_fails_fast(stack: Stack) -> None:
