@@ -97,14 +97,15 @@ def scenario_caps(name: str) -> tuple[list[int], int]:
 def run_scenario(name: str, n_req: int, strategies: list[str], modes: list[str], service: str,
                  extra: dict | None = None) -> dict[tuple[str, str], SimResult]:
     caps, R = scenario_caps(name)
+    extra = {"load": 0.9, **(extra or {})}
     out: dict[tuple[str, str], SimResult] = {}
     for mode in modes:
         for s in strategies:
             label = f"{name}/{mode}/{s}"
             log(f"scenario {label}: {n_req} requests, R={R}, {len(caps)} chutes, {sum(caps)} slots")
-            cfg = SimConfig(caps=caps, strategy=s, mode=mode, load=0.9, replicas=R, n_requests=n_req,
+            cfg = SimConfig(caps=caps, strategy=s, mode=mode, replicas=R, n_requests=n_req,
                             service=service, seed=7, progress=_progress(label) if n_req >= 200_000 else None,
-                            **(extra or {}))
+                            **extra)
             res = run(cfg)
             log(f"  done in {res.wall:.1f}s: p99={res.pct(99):.2f} 429={res.reject_rate:.4f} failed={res.failed}")
             out[(mode, s)] = res
@@ -250,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"load": 0.6, "changes": [(n_req * 0.5 / (0.6 * sum(caps)), "load", 0, 0.97 / 0.6)]}
         if a.scenario == "degrade":
             big = int(np.argmax(caps))
-            extra = {"changes": [(span / 3, "speed", big, 0.25), (span / 3, "errors", big, 0.5)]}
+            # load 0.8 so the fleet stays stable after the biggest chute halves its speed (0.92)
+            extra = {"load": 0.8, "changes": [(n_req / (0.8 * sum(caps)) / 3, "speed", big, 0.5),
+                                              (n_req / (0.8 * sum(caps)) / 3, "errors", big, 0.3)]}
             strategies = CORE + ["headroom:no-errors"]
     if a.strategies:
         strategies = a.strategies.split(",")
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     caps, R = scenario_caps(name)
     lines += [f"## Scenario {a.scenario if not a.smoke else 'smoke'}", "",
               f"{len(caps)} chutes, slots {caps if len(caps) <= 10 else f'{sum(caps)} total'}, R={R} replicas, "
-              f"load 0.9, {n_req} requests per run, {a.service} service; snapshot every 60 (lag 10, window 15) "
+              f"load {extra.get('load', 0.9)}, {n_req} requests per run, {a.service} service; snapshot every 60 (lag 10, window 15) "
               "unless smoke; shared in-flight every 0.1 (visible 0.1 later); 429 round trip 0.05; "
               "3 attempts. Time unit = mean service time. p99 targets use queue mode; 429 and failure "
               "targets use reject mode.", ""]
