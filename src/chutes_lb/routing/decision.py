@@ -135,7 +135,8 @@ class CandidateSet:
     """Candidates with what does not change between snapshots precomputed: sanitized capacity,
     the cumulative capacity table for proportional sampling, and snapshot busy slots."""
 
-    __slots__ = ("cands", "ids", "n", "cap", "cum", "total", "snap_busy", "any_snapshot", "index")
+    __slots__ = ("cands", "ids", "n", "cap", "cum", "total", "snap_busy", "any_snapshot", "index", "util",
+                 "argmin_util")
 
     def __init__(self, candidates: Sequence[Candidate]) -> None:
         self.cands = tuple(candidates)
@@ -156,6 +157,9 @@ class CandidateSet:
         self.snap_busy = tuple(sb)
         self.any_snapshot = any(b is not None for b in sb)
         self.index = {cid: i for i, cid in enumerate(self.ids)}
+        self.util = tuple(_clean(c.utilization) for c in self.cands)
+        known = [(u, i) for i, u in enumerate(self.util) if u is not None]
+        self.argmin_util = min(known)[1] if known else 0  # ties to the first (lowest index)
 
 
 _CACHE: dict[tuple, CandidateSet] = {}
@@ -316,14 +320,15 @@ def _done(cs: CandidateSet, i: int, reason: Reason, ignored: bool, explain: bool
 
 
 def _argmin(cs: CandidateSet, excluded: Collection[str]) -> int:
+    if not excluded or cs.ids[cs.argmin_util] not in excluded:
+        return cs.argmin_util
     best, best_u = -1, math.inf
     first = -1
-    for i, c in enumerate(cs.cands):
-        if excluded and cs.ids[i] in excluded:
+    for i, u in enumerate(cs.util):
+        if cs.ids[i] in excluded:
             continue
         if first < 0:
             first = i
-        u = _clean(c.utilization)
         if u is not None and u < best_u:
             best, best_u = i, u
     return best if best >= 0 else first
