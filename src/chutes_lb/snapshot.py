@@ -237,7 +237,8 @@ def _inflight_payload(counts: Mapping[str, Mapping[str, float]], now: float) -> 
 
 
 def _inflight_select(raw: Mapping[Any, Any], now: float, max_age: float) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(fresh entries, worker ids to delete: older than 10 * max_age)."""
+    """(fresh entries ``worker -> {"ts": measured_at, "chutes": {...}}``, worker ids to delete:
+    older than 10 * max_age)."""
     fresh: dict[str, dict[str, Any]] = {}
     expired: list[str] = []
     for worker, payload in raw.items():
@@ -254,7 +255,7 @@ def _inflight_select(raw: Mapping[Any, Any], now: float, max_age: float) -> tupl
         if age > 10 * max_age:
             expired.append(worker)
         elif age <= max_age:
-            fresh[worker] = chutes
+            fresh[worker] = {"ts": ts, "chutes": chutes}
     return fresh, expired
 
 

@@ -25,7 +25,7 @@ def stack(redis_service, tmp_path_factory) -> Iterator[Stack]:
         # the first snapshot must be in every worker before routing tests run
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            info = httpx.get(s.url + "/info", headers=auth()).json()
+            info = httpx.get(s.url + "/info", headers=auth(), timeout=30).json()
             if info["snapshot"]["state"] == "ok":
                 break
             time.sleep(0.5)

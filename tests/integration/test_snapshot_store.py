@@ -87,8 +87,9 @@ def test_inflight_returns_fresh_entries_and_deletes_very_old_ones(run):
         again = await store.read_inflight(now=1001.0, max_age=200.0)
         return first, again
     first, again = run(fn)
-    assert first == {"w-fresh": {"c1": {"inflight": 3.0}}}
-    assert again == {"w-fresh": {"c1": {"inflight": 3.0}}, "w-stale": {"c1": {"inflight": 9.0}}}
+    assert first == {"w-fresh": {"ts": 1000.0, "chutes": {"c1": {"inflight": 3.0}}}}
+    assert again == {"w-fresh": {"ts": 1000.0, "chutes": {"c1": {"inflight": 3.0}}},
+                     "w-stale": {"ts": 995.0, "chutes": {"c1": {"inflight": 9.0}}}}
 
 
 def test_redis_announces_each_version_and_rejects_foreign_schema(redis_url, redis_prefix):

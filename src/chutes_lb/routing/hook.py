@@ -289,8 +289,9 @@ class ChutesRoutingHook(CustomLogger):
                 store = self._client()
                 await asyncio.wait_for(store.publish_inflight(self.worker_id, self.live.export_counts(now), now), 2)
                 others = await asyncio.wait_for(store.read_inflight(now, 3 * interval), 2)
-                exports = [(counts, now) for wid, counts in others.items() if wid != self.worker_id]
-                aggregate_remote(exports, into=self.remote)
+                # each export carries the time it was measured, so the decision can age it
+                exports = [(entry["chutes"], entry["ts"]) for wid, entry in others.items() if wid != self.worker_id]
+                aggregate_remote(exports, into=self.remote, mark_from=self.live)
                 self.replicas = 1 + len(exports)
             except asyncio.CancelledError:
                 raise
