@@ -31,6 +31,8 @@ FILES = ["-f", "compose.yaml", "-f", "compose.demo.yaml", "-f", "compose.test.ya
 # Everything but grafana (no Grafana image on CI; its provisioning is checked statically).
 SERVICES = ["redis", "simulator", "utilization-poller", "proxy", "lb", "prometheus"]
 BASE_IMAGES = ["python:3.11-slim", "redis:7.4-alpine", "prom/prometheus:v3.1.0", "haproxy:3.0-alpine"]
+# A developer's .env must not leak into the test stack (a real CHUTES_API_KEY, slow poll intervals).
+HERMETIC = ["--env-file", os.devnull]
 BUILD_TIMEOUT = int(os.environ.get("E2E_BUILD_TIMEOUT", "900"))
 UP_TIMEOUT = int(os.environ.get("E2E_UP_TIMEOUT", "300"))
 
@@ -79,7 +81,7 @@ class Stack:
 
     # ------------------------------------------------------------ compose
     def compose(self, *args: str, timeout: float = 120, check: bool = True, files: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = ["docker", "compose", "-p", self.project, *(FILES if files is None else files), *args]
+        cmd = ["docker", "compose", *HERMETIC, "-p", self.project, *(FILES if files is None else files), *args]
         proc = _run(cmd, timeout=timeout, cwd=ROOT, env=self.env)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -122,8 +124,8 @@ class Stack:
 
 def _build(env: dict[str, str]) -> str | None:
     """Build the three images; returns a reason string on failure. Progress goes to the terminal."""
-    cmd = ["docker", "compose", "-p", "chutes-lb-e2e-build", *FILES, "build", "--progress", "plain"]
-    say("building images: " + " ".join(cmd[4:]) + f" (up to {BUILD_TIMEOUT}s)")
+    cmd = ["docker", "compose", *HERMETIC, "-p", "chutes-lb-e2e-build", *FILES, "build", "--progress", "plain"]
+    say("building images: " + " ".join(cmd[6:]) + f" (up to {BUILD_TIMEOUT}s)")
     start = time.monotonic()
     tail: list[str] = []
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
