@@ -142,7 +142,7 @@ class Settings:
     # --- proxy
     litellm_master_key: Secret = _var("LITELLM_MASTER_KEY", _secret, "", "Key clients send as 'Authorization: Bearer ...' to the proxy (required)")
     litellm_host: str = _var("LITELLM_HOST", _str, "0.0.0.0", "Address the proxy binds")
-    litellm_port: int = _var("LITELLM_PORT", _port, "4000", "Port the proxy listens on")
+    litellm_port: int = _var("LITELLM_PORT", _port, "4000", "Port the proxy listens on (natively); with Compose, the host port of the front door (the proxies listen on 4000 inside)")
     litellm_workers: int = _var("LITELLM_WORKERS", _pos_int, "2", "Worker processes per proxy replica")
     routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), least-utilization (the seed's rule), shuffle, weighted-shuffle, passthrough (leave it to LiteLLM)")
     snapshot_stale_seconds: float = _var("SNAPSHOT_STALE_SECONDS", _pos_float, "120", "A snapshot the poller fetched longer ago than this is ignored; routing runs on live signals alone")
