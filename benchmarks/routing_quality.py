@@ -10,10 +10,11 @@ Compares routing strategies IN ONE RUN, one after the other, each on a freshly s
     weighted-shuffle    random in proportion to capacity (the fair baseline)
     least-busy          LiteLLM's own least-busy (ROUTING_STRATEGY=passthrough + routing_strategy: least-busy)
 
-Fleet: 8 chutes whose capacities (instances x concurrency) differ tenfold. Time is compressed:
-the fleet file describes model time (mean service ~8 s, Chutes' utilization refresh 60 s) and
-SIM_TIME_SCALE (default 0.5) halves every latency; the utilization refresh is scaled by the same
-factor (default 30 s wall). Load: Poisson arrivals (half streamed, half plain) at --load of the
+Fleet: 8 chutes whose capacities (instances x concurrency) differ tenfold, mean idle service ~8 s
+(few, slow tokens: the proxies' CPU must not be the bottleneck on 2 shared cores). The
+utilization refresh lag is 30 s (--refresh, Chutes: 30-120 s) plus up to --poll-interval.
+Default SIM_TIME_SCALE 1 (real time): with more cores, --time-scale 0.25 --refresh 7.5 runs the
+same experiment 4x faster at 4x the request rate (refresh scaled by the same factor). Load: Poisson arrivals (half streamed, half plain) at --load of the
 fleet's capacity, a step to --step-load at 35% of the run, and one large chute degraded
 (decode speed x --degrade-speed) at 60%. Capacity = the request rate that keeps every slot busy,
 slots / (mean idle service time x (1 + alpha)) (the simulator slows a full chute by 1 + alpha).
@@ -23,7 +24,7 @@ clients, 429s the simulator answered (upstream attempts), failures, each chute's
 in-flight load over time vs its share of capacity, and the CPU the proxies used (so the reader
 can see the proxies were not the bottleneck). Writes report.md, results.json and PNGs to --out.
 
-    .venv/bin/python benchmarks/routing_quality.py                      # ~17 min, all 5 strategies
+    .venv/bin/python benchmarks/routing_quality.py                      # ~20 min, all 5 strategies
     .venv/bin/python benchmarks/routing_quality.py --duration 60 --strategies headroom,shuffle
     .venv/bin/python benchmarks/routing_quality.py --smoke              # ~1 min, used by the tests
 """
@@ -72,13 +73,14 @@ TARGETS: list[tuple[str, str, float]] = [
     ("weighted-shuffle", "upstream_429_rate", 0.5),
 ]
 
-# Model-time fleet: ttft ~2.3 s mean, ~45 tokens at ~8 tok/s: mean idle service ~8 s.
-# Few tokens on purpose: every streamed token is a chunk LiteLLM parses in Python.
+# Fleet: ttft ~2.3 s mean, ~23 tokens at ~4 tok/s: mean idle service ~8 s. Few, slow tokens on
+# purpose: every streamed token is a chunk LiteLLM parses in Python, and the proxy's CPU must not
+# be the bottleneck on 2 shared cores.
 FLEET_DEFAULTS = {
     "concurrency": 4,
     "ttft": {"median": 2.0, "sigma": 0.5, "max": 20.0},
-    "tps": {"median": 8.0, "sigma": 0.2, "min": 2.0},
-    "output_tokens": {"median": 40, "sigma": 0.5, "max": 160},
+    "tps": {"median": 4.0, "sigma": 0.2, "min": 1.0},
+    "output_tokens": {"median": 20, "sigma": 0.5, "max": 80},
 }
 INSTANCES = [1, 2, 2, 4, 4, 8, 8, 10]  # x concurrency 4 = 4..40 slots: tenfold
 ALPHA = 0.5
@@ -149,6 +151,15 @@ class Result:
 
 
 # ---------------------------------------------------------------------------- load generator
+async def tracked(counter: list[int], coro: Any) -> None:
+    """Run ``coro`` while counting it in ``counter[0]`` (requests the client has open)."""
+    counter[0] += 1
+    try:
+        await coro
+    finally:
+        counter[0] -= 1
+
+
 async def one_request(session: aiohttp.ClientSession, url: str, stream: bool, res: Result, timeout: float) -> None:
     body = {"model": "chutes-models", "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": MAX_TOKENS}
     if stream:
@@ -183,14 +194,16 @@ async def one_request(session: aiohttp.ClientSession, url: str, stream: bool, re
         res.latency = time.perf_counter() - t0
 
 
-async def monitor(sim: SimulatorProcess, t0: float, stop: asyncio.Event, out: list[dict[str, Any]], interval: float = 1.0) -> None:
-    """Sample the simulator's admin state (in-flight, capacity, counters per chute) every second."""
+async def monitor(sim: SimulatorProcess, t0: float, stop: asyncio.Event, out: list[dict[str, Any]], client_open: list[int],
+                  interval: float = 1.0) -> None:
+    """Sample the simulator's admin state (in-flight, capacity, counters per chute) every second,
+    and the requests the client has open (open minus the simulator's in-flight = held in the proxies)."""
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             try:
                 async with session.get(sim.base_url + "/admin/state", timeout=aiohttp.ClientTimeout(total=5)) as r:
                     state = await r.json()
-                out.append({"t": time.perf_counter() - t0, "chutes": [
+                out.append({"t": time.perf_counter() - t0, "client_open": client_open[0], "chutes": [
                     {"id": c["chute_id"], "in_flight": c["in_flight"], "capacity": c["instances"] * c["concurrency"],
                      "served": c["served"], "rejected_429": c["rejected_429"]} for c in state["chutes"]]})
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -210,7 +223,8 @@ async def drive(plan: Plan, urls: list[str], sim: SimulatorProcess, degrade_chut
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         t0 = time.perf_counter()
-        mon = asyncio.create_task(monitor(sim, t0, stop, samples))
+        client_open = [0]
+        mon = asyncio.create_task(monitor(sim, t0, stop, samples, client_open))
         tasks: list[asyncio.Task[None]] = []
         degraded = step_logged = False
         next_progress = 10.0
@@ -232,7 +246,7 @@ async def drive(plan: Plan, urls: list[str], sim: SimulatorProcess, degrade_chut
                 next_progress += 10.0
             res = Result(sched=at, lag=now - at, replica=i % len(urls), stream=stream)
             results.append(res)
-            tasks.append(asyncio.create_task(one_request(session, urls[res.replica], stream, res, timeout)))
+            tasks.append(asyncio.create_task(tracked(client_open, one_request(session, urls[res.replica], stream, res, timeout))))
         log(f"  schedule done at t={time.perf_counter() - t0:.1f}s; draining {sum(not t.done() for t in tasks)} open requests")
         await asyncio.wait(tasks, timeout=timeout + 10)
         stop.set()
@@ -323,6 +337,7 @@ def summarize(name: str, plan: Plan, args: argparse.Namespace, chutes: list[dict
         "served_share": served[c["chute_id"]] / max(sum(served.values()), 1),
     } for c in chutes]
     lags = [r.lag for r in results]
+    held = [s["client_open"] - sum(c["in_flight"] for c in s["chutes"]) for s in samples]
     out = {
         "strategy": name, "requests": n, "ok": len(ok), "failed": failed, "client_429": client_429,
         "client_429_rate": client_429 / n if n else math.nan,
@@ -333,6 +348,7 @@ def summarize(name: str, plan: Plan, args: argparse.Namespace, chutes: list[dict
         "upstream_429_rate": sum(rejected.values()) / attempts if attempts else math.nan,
         "proxy_rate_limited_outcomes": proxy_rl,
         "send_lag_p99": pct(lags, 99), "send_lag_max": max(lags) if lags else math.nan,
+        "held_in_proxy_mean": float(np.mean(held)) if held else math.nan, "held_in_proxy_max": max(held) if held else math.nan,
         "cpu": cpu, "per_chute": per_chute, "samples": samples,
         "by_chute_requests": _count(r.chute for r in ok),
         "_lat": lat, "_ttft": ttft,  # for the plots, not the JSON
@@ -441,11 +457,14 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], plan: Plan, arg
         c = r["cpu"]
         proxy = sum(v for k, v in c.items() if k.startswith("proxy"))
         rows.append([name, f"{proxy:.2f}", f"{proxy / (args.replicas * args.workers):.0%}", f"{c['simulator_cores']:.2f}",
-                     f"{c['client_cores']:.2f}", f"{c['machine_busy_fraction']:.0%}", f"{r['send_lag_p99'] * 1000:.0f} ms"])
+                     f"{c['client_cores']:.2f}", f"{c['machine_busy_fraction']:.0%}", f"{r['send_lag_p99'] * 1000:.0f} ms",
+                     f"{r['held_in_proxy_mean']:.1f} / {r['held_in_proxy_max']}"])
     lines += [md_table(["strategy", "proxies (all)", "per worker (of 1 core)", "simulator", "load generator",
-                        "machine busy (all processes)", "send lag p99"], rows), ""]
-    lines += ["Per-worker CPU well below 100% and a small send lag mean the numbers measure routing, not a saturated "
-              "proxy or client. 'machine busy' includes every process on the box (other engineers' jobs too).", "",
+                        "machine busy (all processes)", "send lag p99", "held in proxies mean / max"], rows), ""]
+    lines += ["Per-worker CPU well below 100%, a small send lag and few requests held in the proxies (open at the client "
+              "but not in flight at the simulator, sampled every second) mean the numbers measure routing, not a "
+              "saturated proxy or client. 'machine busy' includes every process on the box (other engineers' jobs "
+              "too); when it is near 100% the proxies compete for CPU and their queueing shows in 'held in proxies'.", "",
               "Plots: `latency_cdf.png` (latency and TTFT CDF per strategy), `load_share.png` (each chute's share of the "
               "in-flight load over time; dashed = its share of slots).", ""]
     report = out_dir / "report.md"
@@ -521,7 +540,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--step-load", type=float, default=0.8, help="arrival rate after the step (default 0.8)")
     ap.add_argument("--degrade-speed", type=float, default=0.3, help="decode speed factor of the degraded chute (default 0.3)")
     ap.add_argument("--stream-share", type=float, default=0.5, help="fraction of streamed requests (default 0.5)")
-    ap.add_argument("--time-scale", type=float, default=0.5, help="SIM_TIME_SCALE (default 0.5)")
+    ap.add_argument("--time-scale", type=float, default=1.0, help="SIM_TIME_SCALE (default 1: real time)")
     ap.add_argument("--refresh", type=float, default=30.0, help="simulator utilization refresh, wall seconds (default 30)")
     ap.add_argument("--poll-interval", type=float, default=5.0, help="poller interval, seconds (default 5)")
     ap.add_argument("--concurrency", type=int, default=4, help="slots per instance (default 4)")
