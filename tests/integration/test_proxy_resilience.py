@@ -36,9 +36,9 @@ def test_redis_killed_mid_run_and_poller_stopped_cost_no_request(private_redis) 
         results: list[tuple[int, str | None]] = []
         stop = threading.Event()
 
-        def load() -> None:  # steady load, bounded: at most 60 rounds of 4
+        def load() -> None:  # steady load until told to stop (and at least 5 rounds), at most 60 rounds of 4
             for _ in range(60):
-                if stop.is_set():
+                if stop.is_set() and len(results) >= 20:
                     return
                 results.extend(burst(stack.url, 4, timeout=60))
 
@@ -51,7 +51,7 @@ def test_redis_killed_mid_run_and_poller_stopped_cost_no_request(private_redis) 
         private_redis.start()
         time.sleep(3)
         stop.set()
-        worker.join(120)
+        worker.join(300)
         assert not worker.is_alive()
         assert len(results) >= 20
         failed = [r for r in results if r[0] != 200]
