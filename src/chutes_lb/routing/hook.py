@@ -33,7 +33,7 @@ from chutes_lb.fleet import ChuteRef, load_chutes
 from chutes_lb.proxy import metrics as m
 from chutes_lb.routing.decision import Candidate, CandidateSet, candidate_set, decide
 from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote
-from chutes_lb.routing.requestinfo import attempt_key, classify_failure, failed_ids_in_request, ttft_seconds
+from chutes_lb.routing.requestinfo import attempt_key, classify_failure, failed_ids_in_request, last_failed_in_request, ttft_seconds
 from chutes_lb.settings import Settings, load_settings
 from chutes_lb.snapshot import RedisSnapshotStore, Snapshot, SnapshotLayout, SnapshotSchemaError
 
@@ -100,10 +100,10 @@ class ChutesRoutingHook(CustomLogger):
         m.DECISIONS.labels(label, result.reason.value, self.strategy).inc()
         if snap is None and self.strategy in ("headroom", "least-utilization"):
             m.FALLBACKS.labels(self.snapshot_state if self.snapshot_state != "ok" else "stale").inc()
-        if failed:
-            for fid in failed:
-                if fid in self.chutes:
-                    m.FAILOVERS.labels(self.chutes[fid].name).inc()
+        if failed:  # this pick re-routes a request: count it once, against the chute that just failed
+            last = last_failed_in_request(request_kwargs)
+            if last in self.chutes:
+                m.FAILOVERS.labels(self.chutes[last].name).inc()
         if result.headroom:
             self.last_headroom = dict(zip(cands.ids, result.headroom))
         call_id = _call_id(request_kwargs)

@@ -51,6 +51,20 @@ def failed_ids_in_request(request_kwargs: Mapping[str, Any] | None) -> frozenset
     return frozenset(failed)
 
 
+def last_failed_in_request(request_kwargs: Mapping[str, Any] | None) -> str | None:
+    """The deployment whose failure caused this pick (the newest retry breadcrumb), if any."""
+    if not request_kwargs:
+        return None
+    for meta in _metadata_dicts(request_kwargs):
+        previous = meta.get("previous_models")
+        if isinstance(previous, (list, tuple)) and previous and isinstance(previous[-1], Mapping):
+            dep = previous[-1].get("deployment_id")
+            if isinstance(dep, str) and dep:
+                return dep
+    excluded = list(_ids(request_kwargs.get("_excluded_deployment_ids")))
+    return excluded[-1] if excluded else None
+
+
 def deployment_id(kwargs: Mapping[str, Any]) -> str | None:
     params = kwargs.get("litellm_params")
     if isinstance(params, Mapping):
