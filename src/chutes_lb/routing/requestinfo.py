@@ -57,10 +57,11 @@ def last_failed_in_request(request_kwargs: Mapping[str, Any] | None) -> str | No
         return None
     for meta in _metadata_dicts(request_kwargs):
         previous = meta.get("previous_models")
-        if isinstance(previous, (list, tuple)) and previous and isinstance(previous[-1], Mapping):
-            dep = previous[-1].get("deployment_id")
-            if isinstance(dep, str) and dep:
-                return dep
+        if isinstance(previous, (list, tuple)):
+            for attempt in reversed(previous):
+                dep = attempt.get("deployment_id") if isinstance(attempt, Mapping) else None
+                if isinstance(dep, str) and dep:
+                    return dep
     excluded = list(_ids(request_kwargs.get("_excluded_deployment_ids")))
     return excluded[-1] if excluded else None
 
