@@ -19,11 +19,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from chutes_lb.fleet import FleetError, load_chutes
-from chutes_lb.logs import setup_logging
+from chutes_lb.entry import start_service
 from chutes_lb.poller.http import UtilizationFetcher, make_app
 from chutes_lb.poller.metrics import PollerMetrics
 from chutes_lb.poller.service import Poller
-from chutes_lb.settings import Settings, SettingsError, load_settings
+from chutes_lb.settings import Settings, SettingsError
 from chutes_lb.snapshot import RedisSnapshotStore
 
 log = logging.getLogger("chutes_lb.poller")
@@ -68,12 +68,7 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"chutes-poller: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, settings.secrets())
+    settings = start_service("chutes-poller")
     if not settings.demo_mode:
         try:
             settings.require("chutes_api_key")

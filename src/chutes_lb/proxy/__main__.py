@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from chutes_lb.fleet import FleetError, load_chutes
-from chutes_lb.logs import setup_logging
-from chutes_lb.settings import Settings, SettingsError, load_settings
+from chutes_lb.entry import start_service
+from chutes_lb.settings import Settings, SettingsError
 
 log = logging.getLogger("chutes_lb.proxy")
 
@@ -53,12 +53,7 @@ def prepare_environment(settings: Settings, environ: dict[str, str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"chutes-lb proxy: configuration error: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, settings.secrets())
+    settings = start_service("chutes-lb proxy")
     try:
         prepare_environment(settings, os.environ)  # type: ignore[arg-type]
     except (SettingsError, FleetError) as exc:

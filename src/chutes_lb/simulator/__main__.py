@@ -7,8 +7,8 @@ import sys
 from aiohttp import web
 
 from chutes_lb.fleet import FleetError
-from chutes_lb.logs import setup_logging
-from chutes_lb.settings import SettingsError, load_settings
+from chutes_lb.entry import start_service
+
 from chutes_lb.simulator.app import make_app
 from chutes_lb.simulator.fleet_config import fleet_from_proxy_config, load_fleet
 from chutes_lb.simulator.service import Simulator
@@ -17,12 +17,7 @@ log = logging.getLogger("chutes_lb.simulator")
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"chutes-simulator: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(settings.log_level, settings.secrets())
+    settings = start_service("chutes-simulator")
     try:
         fleet = load_fleet(settings.sim_fleet_path) if settings.sim_fleet_path else fleet_from_proxy_config(settings.litellm_config_path)
     except FleetError as exc:
