@@ -210,7 +210,9 @@ def decode(raw: Mapping[Any, Any]) -> Snapshot | None:
         data = loads(h["data"])
         if not isinstance(data, dict):
             raise ValueError("data is not an object")
-        chutes = {str(key): ChuteStats(**{name: stats[name] for name in STATS_FIELDS}) for key, stats in data.items()}
+        # the same validation as the poller's: a value it would never write (NaN, negative,
+        # utilization > 1, wrong type) makes the whole snapshot invalid rather than used as-is
+        chutes = {str(key): parse_entry(stats) for key, stats in data.items()}
         return Snapshot(schema=SCHEMA_VERSION, version=int(h["version"]), fetched_at=float(h["fetched_at"]),
                         api_timestamp=h.get("api_timestamp", ""), chutes=chutes, poller_id=h.get("poller_id", ""))
     except (KeyError, TypeError, ValueError) as exc:
@@ -325,8 +327,8 @@ if cur[2] then
   local new_order = tonumber(ARGV[4])
   if cur_order and new_order and cur_order ~= new_order then
     if new_order < cur_order then return -1 end
-  elseif tonumber(ARGV[2]) < tonumber(cur[2]) then
-    return -1
+  elseif tonumber(cur[2]) and tonumber(ARGV[2]) < tonumber(cur[2]) then
+    return -1  -- a stored fetched_at that is not a number is corrupt: replace it
   end
 end
 local version = redis.call('INCR', KEYS[2])

@@ -146,3 +146,19 @@ def test_memory_store_ttl_uses_injected_clock():
     now[0] = 10.0
     assert asyncio.run(store.read()) is None
     assert store.announcements == [1]
+
+
+def test_decode_refuses_entries_the_poller_would_never_write():
+    """A snapshot written by something else (or corrupted) is invalid as a whole, never used as-is."""
+    import dataclasses
+
+    import json
+
+    good = parse_entry(entry())
+    for field, bad in (("utilization_current", -5.0), ("utilization_current", float("nan")), ("utilization_5m", 3.0),
+                       ("active_instance_count", -3), ("rate_limit_ratio_5m", "x")):
+        stats = dataclasses.asdict(good) | {field: bad}
+        raw = {"schema": str(SCHEMA_VERSION), "version": "3", "fetched_at": "1.0", "api_timestamp": "",
+               "data": json.dumps({good.chute_id: stats})}
+        with pytest.raises(SnapshotSchemaError):
+            decode(raw)

@@ -20,7 +20,7 @@ import orjson
 
 from chutes_lb.logs import setup_logging
 from chutes_lb.proxy.errors import openai_error_body
-from chutes_lb.proxy.validation import RequestRejected, validate_completion_body
+from chutes_lb.proxy.validation import RequestRejected, validate_completion_body, validate_json_object
 from chutes_lb.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,17 @@ PUBLIC_PATHS = frozenset({
     "/health/liveliness", "/health/liveness", "/health/readiness",
 })
 PUBLIC_PREFIXES = ("/swagger/", "/litellm-asset-prefix/", "/.well-known/")
+# The routes this proxy serves. LiteLLM mounts hundreds more (keys, teams, spend, UI, admin)
+# that need a database or an enterprise licence and answer 500 without one: they are not part
+# of this product's surface, so they answer 404 here (smaller attack surface, no 500s).
+SERVED_PATHS = frozenset({
+    "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions",
+    "/v1/models", "/models", "/model/info", "/v1/model/info", "/info", "/health",
+}) | PUBLIC_PATHS
 LITELLM_REDIS_VARS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_USERNAME", "REDIS_SSL", "REDIS_CLUSTER_NODES", "REDIS_SENTINEL_NODES")
 COMPLETION_PATHS = {
     "/v1/chat/completions": "chat", "/chat/completions": "chat",
     "/v1/completions": "text", "/completions": "text",
-    "/openai/deployments/chat/completions": "chat",
 }
 
 
@@ -98,10 +104,20 @@ class FrontMiddleware:
                 message = "Missing API key: send 'Authorization: Bearer <LITELLM_MASTER_KEY>'" if key is None else "Invalid API key"
                 await send_json(send, 401, openai_error_body(message, "authentication_error", "invalid_api_key"), [(b"www-authenticate", b"Bearer")])
                 return
+        if path not in SERVED_PATHS and not path.startswith(PUBLIC_PREFIXES):
+            await send_json(send, 404, openai_error_body(f"No route {path} on this proxy (see GET / for the API)", "not_found_error", "not_found"))
+            return
+        send = _OpenAIErrors(send)
+        method = scope.get("method")
         kind = COMPLETION_PATHS.get(path)
-        if kind is not None and scope.get("method") == "POST":
+        if kind is not None and method == "POST":
             await self._validated(kind, scope, receive, send)
             return
+        if method in ("POST", "PUT", "PATCH") and _is_json(scope):
+            await self._validated("json", scope, receive, send)
+            return
+        if method in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            receive = _without_body(receive)  # a body on these means nothing; LiteLLM 500'd on some
         await self.app(scope, receive, send)
 
     async def _validated(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,7 +137,11 @@ class FrontMiddleware:
                 break
         body = b"".join(chunks)
         try:
-            validate_completion_body(kind, body)
+            if kind == "json":
+                if body.strip():
+                    validate_json_object(body)
+            else:
+                validate_completion_body(kind, body)
         except RequestRejected as exc:
             await send_json(send, exc.status, openai_error_body(exc.message, "invalid_request_error", exc.code, exc.param))
             return
@@ -135,6 +155,84 @@ class FrontMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-type":
+            return b"json" in value.lower()
+    return True  # no content type: clients of a JSON API usually mean JSON
+
+
+def _without_body(receive: Receive) -> Receive:
+    drained = False
+
+    async def wrapped() -> dict[str, Any]:
+        nonlocal drained
+        if not drained:
+            drained = True
+            while True:  # consume what the client sent, hand the app an empty body
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    break
+            if message["type"] == "http.disconnect":
+                return message
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return wrapped
+
+
+_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+                408: "timeout_error", 413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class _OpenAIErrors:
+    """Rewrites error bodies that are not OpenAI-style (FastAPI's ``{"detail": ...}``, plain-text
+    500s) into ``{"error": {...}}``. Only error responses are buffered; success and streams pass."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._start: dict[str, Any] | None = None
+        self._chunks: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message.get("status", 200) >= 400:
+            self._start = message
+            return
+        if self._start is None or message["type"] != "http.response.body":
+            await self._send(message)
+            return
+        self._chunks.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        status = self._start["status"]
+        body = b"".join(self._chunks)
+        headers = [(k, v) for k, v in self._start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+        fixed = _normalise_error(status, body)
+        if fixed is not None:
+            body = fixed
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+
+def _normalise_error(status: int, body: bytes) -> bytes | None:
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return None  # already OpenAI-style
+    if isinstance(data, dict) and "detail" in data:
+        detail = data["detail"]
+        message = detail if isinstance(detail, str) else orjson.dumps(detail).decode()
+    elif isinstance(data, dict) and isinstance(data.get("error"), str):
+        message = data["error"]
+    else:
+        message = "Internal error in the proxy" if status >= 500 else (body.decode("utf-8", "replace")[:500] or f"HTTP {status}")
+    type_ = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return orjson.dumps(openai_error_body(message, type_, str(status)))
 
 
 def _metrics_payload() -> bytes:
