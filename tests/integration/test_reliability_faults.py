@@ -104,9 +104,21 @@ def live(stack: Stack, redis_handle: Any) -> Iterator[Stack]:
         stack.poller.process.start()
     stack.sim.reset()
     wait_state(stack.url, ("ok",), 40)
+    wait = _COOLDOWN["until"] - time.monotonic()
+    if wait > 0:  # a row failed every chute: let LiteLLM's cooldowns (cooldown_time 10 s) expire
+        time.sleep(wait)
     wait_serving(stack.url, 45)
     yield stack
     stack.sim.reset()
+
+
+_COOLDOWN = {"until": 0.0}
+COOLDOWN_SECONDS = 10.0  # router_settings.cooldown_time in proxy/litellm-config.yaml
+
+
+def cooled_down() -> None:
+    """This row made chutes fail repeatedly: the next row starts after LiteLLM's cooldowns end."""
+    _COOLDOWN["until"] = time.monotonic() + COOLDOWN_SECONDS + 1.5
 
 
 def redis_up(url: str) -> bool:
@@ -225,6 +237,7 @@ def test_one_failing_chute_costs_no_request(live: Stack, name: str) -> None:
 
 # ------------------------------------------------------------------ every chute failing
 def test_429_storm_on_every_chute_is_a_clear_429(live: Stack) -> None:
+    cooled_down()
     r = row("every chute: 429 storm", "test_429_storm_on_every_chute_is_a_clear_429",
             "no healthy chute: the client gets a 429 with an OpenAI-style body after LiteLLM's retries")
     for chute in NAMES:
@@ -241,6 +254,7 @@ def test_429_storm_on_every_chute_is_a_clear_429(live: Stack) -> None:
 
 
 def test_no_instances_anywhere_is_a_clear_error(live: Stack) -> None:
+    cooled_down()
     r = row("every chute: 503 no instances", "test_no_instances_anywhere_is_a_clear_error",
             "no healthy chute: a clear error status with an OpenAI-style body, never a hang")
     for chute in NAMES:
@@ -254,13 +268,27 @@ def test_no_instances_anywhere_is_a_clear_error(live: Stack) -> None:
     assert figures["failed_clear"] == 12, r.summary()
     assert all(400 <= int(s) < 600 for s in figures["error_statuses"]), r.summary()
     assert elapsed < 30, elapsed
-    # the chutes come back: how long until requests succeed again (LiteLLM's cooldown_time: 10 s)
+    # the chutes come back: what clients see in the next 14 s (LiteLLM's cooldown_time is 10 s)
+    back = row("every chute back after an outage (first 14 s)", "test_no_instances_anywhere_is_a_clear_error",
+               "LiteLLM may keep deployments in cooldown for up to cooldown_time (10 s) after the outage; a request "
+               "then fails with a clear 429 'No deployments available' although the chutes are healthy")
     live.sim.reset()
     live.sim.refresh_utilization()
-    recovery = wait_serving(live.url, 45)
-    r.note += f"; after the chutes came back, requests succeeded again after {recovery:.1f}s (LiteLLM cooldown)"
-    r.save()
-    print(f"recovered in {recovery:.1f}s")
+    t_back = time.monotonic()
+    first_ok_all = None
+    while time.monotonic() - t_back < 14:
+        results = back.add(send(live.url, MASTER_KEY, bodies(4, 0), timeout=60))
+        if all(res.outcome == "ok" for res in results):
+            first_ok_all = first_ok_all or round(time.monotonic() - t_back, 1)
+        else:
+            first_ok_all = None
+        time.sleep(1)
+    back.note += f"; every request succeeded again from {first_ok_all}s after the chutes came back"
+    fb = back.save()
+    print(back.summary())
+    cooled_down()
+    assert fb["lost"] == 0 and fb["failed_unclear"] == 0, back.summary()
+    assert first_ok_all is not None and first_ok_all <= COOLDOWN_SECONDS + 2, back.summary()
 
 
 # ------------------------------------------------------------------ a stream cut mid-way
@@ -270,6 +298,7 @@ def test_stream_cut_mid_way_on_one_chute(live: Stack) -> None:
     the client must see it end (an error event, or a broken stream) within the bound."""
     r_plain = row("one chute: stream cut mid-way (non-streamed requests)", "test_stream_cut_mid_way_on_one_chute")
     r_stream = row("one chute: stream cut mid-way (streams)", "test_stream_cut_mid_way_on_one_chute")
+    cooled_down()
     live.sim.set_chute(BIG, cut_after_tokens=5)
     for _ in range(3):  # 4 + 4 at a time: the retries of the cut non-streamed requests fit the other 12 slots
         results = send(live.url, MASTER_KEY, bodies(4, 4), timeout=60)
@@ -292,6 +321,7 @@ def test_stream_cut_mid_way_on_one_chute(live: Stack) -> None:
 
 def test_stream_cut_ends_with_a_clear_error_event(live: Stack) -> None:
     """Goal: a stream cut mid-way ends with an error event the client can read, never silently."""
+    cooled_down()
     r = row("every chute: stream cut mid-way", "test_stream_cut_ends_with_a_clear_error_event")
     for chute in NAMES:
         live.sim.set_chute(chute, cut_after_tokens=5)
@@ -304,6 +334,7 @@ def test_stream_cut_ends_with_a_clear_error_event(live: Stack) -> None:
 
 # ------------------------------------------------------------------ a chute removed from the fleet
 def test_chute_removed_for_good(live: Stack) -> None:
+    cooled_down()
     r = row("one chute removed (instances 0 for good)", "test_chute_removed_for_good",
             "the next snapshot shows 0 active instances: capacity 0, the chute is no longer picked")
     live.sim.set_chute(SMALL, instances=0)
