@@ -63,26 +63,23 @@ def check(r: httpx.Response, what: Any) -> None:
 scalars = st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False) | st.text(max_size=20)
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 roles = st.sampled_from(["user", "system", "assistant", "tool", "developer", "", "USER", "robot"]) | st.text(max_size=8)
-contents = st.text(max_size=40) | st.none() | st.dictionaries(st.text(max_size=5), scalars, max_size=3)
+contents = st.text(max_size=40) | st.none() | json_values | st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "x"]) | json_values}, optional={"text": json_values, "image_url": json_values}), max_size=2)
 message = st.fixed_dictionaries({"role": roles | json_values}, optional={"content": contents, "name": json_values})
 models = st.sampled_from(["chutes-models", "no-such-model", "", " ", "openai/test/big", "aaaaaaaa-0000-5000-8000-000000000001"]) | st.text(max_size=12) | json_values
-# Fields of any JSON type: the front middleware validates them, or LiteLLM copes with any type.
+# Any JSON type in any of these fields: the front middleware validates them or LiteLLM copes.
 UNTYPED = {
     "stream": st.booleans() | json_values, "max_tokens": st.integers(-5, 300) | json_values, "n": st.integers(-1, 3) | json_values,
     "max_completion_tokens": st.integers(-5, 300) | json_values, "temperature": st.floats(-5, 5, allow_nan=False) | json_values,
     "top_p": st.floats(-1, 2, allow_nan=False) | json_values, "stop": st.text(max_size=5) | st.lists(st.text(max_size=5), max_size=5) | json_values,
     "user": st.text(max_size=10) | json_values, "seed": st.integers() | json_values, "presence_penalty": st.floats(-3, 3, allow_nan=False) | json_values,
     "frequency_penalty": json_values, "logprobs": json_values, "top_logprobs": json_values, "logit_bias": json_values,
+    "stream_options": st.just({"include_usage": True}) | json_values, "response_format": st.just({"type": "text"}) | json_values,
+    "tools": st.just([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]) | json_values,
+    "tool_choice": json_values, "functions": json_values, "metadata": json_values, "extra_body": json_values, "timeout": json_values,
+    "api_base": json_values, "api_key": json_values, "base_url": json_values,
 }
-# Fields LiteLLM answers with a 500 when their type is wrong (KNOWN_500 below): fuzzed with
-# well-typed values only, so the properties stay meaningful for everything else.
-TYPED = {
-    "stream_options": st.just({"include_usage": True}), "response_format": st.just({"type": "text"}),
-    "tools": st.just([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]),
-    "metadata": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
-}
-chat_bodies = st.fixed_dictionaries({"model": models, "messages": st.lists(message, max_size=3) | json_values}, optional={**UNTYPED, **TYPED})
-prompts = st.text(max_size=30) | st.lists(st.text(max_size=10), min_size=1, max_size=3) | st.lists(st.lists(st.integers(0, 1000), min_size=1, max_size=4), min_size=1, max_size=2)
+chat_bodies = st.fixed_dictionaries({"model": models, "messages": st.lists(message, max_size=3) | json_values}, optional=UNTYPED)
+prompts = st.text(max_size=30) | st.lists(st.text(max_size=10) | st.integers(-1, 1000) | json_values, max_size=3) | st.lists(st.lists(st.integers(0, 1000), min_size=1, max_size=4), min_size=1, max_size=2)
 text_bodies = st.fixed_dictionaries({"model": models, "prompt": prompts | scalars}, optional=UNTYPED)
 
 
@@ -140,13 +137,12 @@ def test_wrong_keys_are_a_clear_401(client: httpx.Client, scheme: str, key: str,
 
 
 # ------------------------------------------------------------------ paths and methods
-# The documented public routes (README "Endpoints") plus LiteLLM admin routes that need a database
-# we do not have. LiteLLM's other model routes (/v1/embeddings, /v1/images/..., ...) are also
-# served; with a bad body they answer 500 (KNOWN_500): fuzzing them would only rediscover that.
 LITELLM_PATHS = ["/v1/models", "/models", "/v1/chat/completions", "/v1/completions", "/chat/completions", "/completions",
-                 "/key/generate", "/key/info", "/user/new", "/team/new", "/spend/logs", "/global/spend", "/model/new",
-                 "/model/info", "/v1/model/info", "/health", "/health/readiness", "/health/liveliness", "/routes",
-                 "/info", "/metrics", "/livez", "/readyz", "/", "/openapi.json"]
+                 "/v1/embeddings", "/embeddings", "/v1/images/generations", "/v1/audio/speech", "/v1/moderations", "/v1/files",
+                 "/v1/batches", "/v1/responses", "/v1/messages", "/key/generate", "/key/info", "/user/new", "/team/new",
+                 "/spend/logs", "/global/spend", "/model/new", "/model/info", "/v1/model/info", "/health", "/health/readiness",
+                 "/health/liveliness", "/routes", "/config/update", "/cache/ping", "/v1/rerank", "/utils/token_counter",
+                 "/v1/assistants", "/v1/threads", "/fine_tuning/jobs", "/info", "/metrics", "/livez", "/readyz", "/", "/openapi.json"]
 path_text = st.text(alphabet=string.ascii_letters + string.digits + "/-_.%~", max_size=30)
 
 
@@ -154,24 +150,18 @@ path_text = st.text(alphabet=string.ascii_letters + string.digits + "/-_.%~", ma
 @given(path=st.sampled_from(LITELLM_PATHS) | path_text.map(lambda p: "/" + p.lstrip("/")),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]), body=json_values)
 def test_any_path_and_method_with_the_key(client: httpx.Client, path: str, method: str, body: Any) -> None:
-    """No 5xx on any route; a 4xx always has a JSON body with an error. FastAPI's own 404/405
-    bodies are ``{"detail": ...}``, not OpenAI-style: accepted here, recorded by the xfail below."""
+    """No 5xx on any route, served or not; every 4xx has an OpenAI-style body."""
     if path == "/health":
         return  # LiteLLM's deep health check calls every chute (not fuzz material)
-    content = json.dumps(body) if method in ("POST", "PUT", "PATCH") else None  # GET with a body: see KNOWN_500
-    r = client.request(method, path, headers=AUTH, content=content, timeout=30)
-    assert r.status_code < 500, ((method, path, body), r.status_code, r.text[:300])
-    if r.status_code >= 400:
-        data = r.json()
-        assert isinstance(data, dict) and ("error" in data or "detail" in data), ((method, path), r.status_code, r.text[:300])
-    assert MASTER_KEY not in r.text
+    r = client.request(method, path, headers={**AUTH, "content-type": "application/json"}, content=json.dumps(body), timeout=30)
+    check(r, (method, path, body))
 
 
-@pytest.mark.xfail(strict=True, reason="FastAPI answers unknown routes/methods with {'detail': ...}, not an OpenAI-style error body")
-@pytest.mark.parametrize("method,path", [("GET", "/no-such-route"), ("POST", "/v1/models"), ("DELETE", "/v1/chat/completions")])
+@pytest.mark.parametrize("method,path", [("GET", "/no-such-route"), ("POST", "/v1/models"), ("DELETE", "/v1/chat/completions"),
+                                         ("POST", "/key/generate"), ("GET", "/spend/logs")])
 def test_unknown_route_or_method_has_an_openai_error_body(client: httpx.Client, method: str, path: str) -> None:
     r = client.request(method, path, headers=AUTH)
-    assert 400 <= r.status_code < 500
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     check(r, (method, path))
 
 
@@ -247,10 +237,9 @@ def test_oversize_body_streamed_slowly_is_refused(stack: Stack) -> None:
     assert r.json()["error"]["code"] == "request_too_large"
 
 
-# ------------------------------------------------------------------ known 5xx on bad input
-# Found by the fuzzing above: wrong types in fields the front middleware does not check reach
-# LiteLLM, which answers 500 (some with a plain-text "Internal Server Error"). Each case is a
-# strict xfail: it must keep failing until validation.py refuses it with a 400, then the marker goes.
+# ------------------------------------------------------------------ regressions: 5xx the fuzzing found
+# Each of these reached LiteLLM and came back as a 500 (some as a plain-text "Internal Server
+# Error") before the front middleware validated them (commit a953d72): now a clear 4xx.
 CHAT_MIN = {"model": "chutes-models", "messages": [{"role": "user", "content": "x"}], "max_tokens": 5}
 TEXT_MIN = {"model": "chutes-models", "prompt": "x", "max_tokens": 5}
 KNOWN_500 = [
@@ -271,13 +260,15 @@ KNOWN_500 = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="validation.py does not check these fields; LiteLLM answers 500 (see RELIABILITY.md)")
 @pytest.mark.parametrize("path,body", KNOWN_500, ids=[f"{p.split('/')[-1]}-{'-'.join(sorted(set(b or {}) - {'model', 'max_tokens', 'messages', 'prompt'})) or 'body'}-{i}" for i, (p, b) in enumerate(KNOWN_500)])
-def test_known_bad_input_that_is_a_500(client: httpx.Client, path: str, body: dict[str, Any] | None) -> None:
-    if path.startswith("GET "):
+def test_bad_input_found_by_fuzzing_is_a_4xx(client: httpx.Client, path: str, body: dict[str, Any] | None) -> None:
+    if path.startswith("GET "):  # a body on a GET is ignored now: a normal answer
         r = client.request("GET", path[4:], content=b"null", headers={**AUTH, "content-type": "application/json"})
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        return
     elif body is None:
         r = client.post(path, content=b"null", headers={**AUTH, "content-type": "application/json"})
     else:
         r = client.post(path, json=body, headers=AUTH)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
     check(r, body)
