@@ -84,6 +84,17 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def _role(pid: int) -> str:
+    """'worker' for a uvicorn worker, else what the command line says (multiprocessing helpers)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"pid {pid}"
+    if "resource_tracker" in cmd:
+        return "resource tracker"
+    return "worker" if "spawn_main" in cmd or "chutes_lb" in cmd else cmd[:40]
+
+
 def sample(procs: dict[str, int]) -> dict[str, int]:
     """RSS (KiB) per process; the proxy's descendants are listed one by one (workers)."""
     result: dict[str, int] = {}
@@ -91,7 +102,7 @@ def sample(procs: dict[str, int]) -> dict[str, int]:
         result[name] = rss_kib(pid)
         if name == "proxy":
             for i, child in enumerate(sorted(descendants(pid))):
-                result[f"proxy child {i} (pid {child})"] = rss_kib(child)
+                result[f"proxy child {i} ({_role(child)})"] = rss_kib(child)
     return result
 
 
