@@ -526,7 +526,7 @@ def plot(out_dir: Path, runs: dict[str, dict[str, Any]], latencies: dict[str, tu
         samples = [s for s in samples if s["t"] <= plan.duration]  # not the drain: only the slowest requests remain
         t = np.array([s["t"] for s in samples])
         inflight = np.array([[c["in_flight"] for c in s["chutes"]] for s in samples], dtype=float)
-        k = 5  # 5-sample moving average of numerator and denominator
+        k = min(5, len(samples))  # moving average over up to 5 samples ("same" mode needs k <= samples)
         kernel = np.ones(k) / k
         num = np.array([np.convolve(inflight[:, j], kernel, mode="same") for j in range(inflight.shape[1])]).T
         share = num / np.maximum(num.sum(axis=1, keepdims=True), 1e-9)
