@@ -142,3 +142,46 @@ def test_internal_services_not_published(stack: Stack) -> None:
             assert all("127.0.0.1:" in line for line in ports.splitlines()), ports
         else:  # redis, proxy (with its /metrics), poller, simulator
             assert ports == "", (r["Service"], ports)
+
+
+def test_front_door_cuts_off_slow_loris_clients(stack: Stack) -> None:
+    """The proxy itself (uvicorn) has no header-read timeout (test_fuzz_proxy.py); the front door
+    does: HAProxy ``timeout http-request 30s`` answers 408 and closes a client that trickles its
+    headers, while other clients are served."""
+    import socket
+    import threading
+    import time
+
+    results: list[tuple[float, bytes]] = []
+
+    def loris() -> None:
+        request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: " + b"a" * 100)
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", stack.api_port), timeout=5) as sock:
+            sock.settimeout(0.2)
+            for byte in request:
+                try:
+                    sock.sendall(bytes([byte]))
+                    data = sock.recv(4096)
+                    results.append((time.monotonic() - t0, data[:60]))
+                    return
+                except socket.timeout:
+                    pass
+                except OSError as exc:
+                    results.append((time.monotonic() - t0, repr(exc).encode()))
+                    return
+                time.sleep(0.8)
+        results.append((time.monotonic() - t0, b"never cut off"))
+
+    threads = [threading.Thread(target=loris, daemon=True) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    with httpx.Client(base_url=stack.api_base, timeout=30, headers={"Authorization": f"Bearer {stack.master_key}"}) as c:
+        for _ in range(5):
+            assert c.post("/v1/chat/completions", json=CHAT).status_code == 200
+    for t in threads:
+        t.join(60)
+    say(f"slow clients at the front door: {[(round(s, 1), d[:30]) for s, d in results]}")
+    assert len(results) == 5
+    assert all(seconds <= 40 and data != b"never cut off" for seconds, data in results), results
