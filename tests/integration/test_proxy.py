@@ -172,3 +172,25 @@ def test_logs_and_metrics_explain_routing(stack: Stack) -> None:
     assert metric_value(text, "chutes_lb_upstream_latency_seconds_count") > 0
     for name in NAMES.values():
         assert f'chute="{name}"' in text
+
+
+def test_every_upstream_attempt_is_closed_exactly_once(stack: Stack) -> None:
+    """LiteLLM does not report every failed attempt of a retried request to the callbacks; the
+    hook must still close each one (in-flight back to 0, one outcome per routing decision)."""
+    before = stack.proxy.metrics_text()
+    stack.sim.set_chute(BIG, error_rate=1.0, error_status=429)
+    stack.sim.set_chute(MEDIUM, error_rate=1.0, error_status=503)
+    burst(stack.url, 6) + burst(stack.url, 6)
+    time.sleep(1.5)
+    after = stack.proxy.metrics_text()
+
+    def delta(name: str, labels: dict | None = None) -> float:
+        return metric_value(after, name, labels) - metric_value(before, name, labels)
+
+    decisions = delta("chutes_lb_routing_decisions_total")
+    outcomes = delta("chutes_lb_upstream_requests_total")
+    assert decisions >= 12 and outcomes == decisions, (decisions, outcomes)
+    assert delta("chutes_lb_upstream_requests_total", {"outcome": "rate_limited", "chute": "test/big"}) > 0
+    assert metric_value(after, "chutes_lb_inflight_requests") == 0
+    for info in (httpx.get(stack.url + "/info", headers=auth(), timeout=30).json() for _ in range(4)):
+        assert all(d["in_flight_this_worker"] == 0 for d in info["deployments"]), info["deployments"]

@@ -55,3 +55,13 @@ def test_ttft_only_for_streams():
     assert ttft_seconds({"stream": True, "completion_start_time": first}, start) == pytest.approx(0.25)
     assert ttft_seconds({"stream": False, "completion_start_time": first}, start) is None
     assert ttft_seconds({"stream": True, "completion_start_time": start - timedelta(seconds=1)}, start) is None
+
+
+def test_failure_kinds_come_from_the_retry_breadcrumbs():
+    from chutes_lb.routing.requestinfo import failure_kinds_in_request
+
+    kwargs = {"metadata": {"previous_models": [
+        {"deployment_id": "a", "exception_type": "RateLimitError"}, {"deployment_id": "b", "exception_type": "Timeout"},
+        {"deployment_id": "c", "exception_type": "ServiceUnavailableError"}, {"deployment_id": "a", "exception_type": "APIError"}, "junk"]}}
+    assert failure_kinds_in_request(kwargs) == {"a": "error", "b": "timeout", "c": "error"}
+    assert failure_kinds_in_request(None) == {}

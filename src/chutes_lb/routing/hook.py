@@ -33,7 +33,8 @@ from chutes_lb.fleet import ChuteRef, load_chutes
 from chutes_lb.proxy import metrics as m
 from chutes_lb.routing.decision import Candidate, CandidateSet, candidate_set, decide
 from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote
-from chutes_lb.routing.requestinfo import attempt_key, classify_failure, failed_ids_in_request, last_failed_in_request, ttft_seconds
+from chutes_lb.routing.requestinfo import (attempt_key, classify_failure, failed_ids_in_request, failure_kinds_in_request,
+                                           last_failed_in_request, ttft_seconds)
 from chutes_lb.settings import Settings, load_settings
 from chutes_lb.snapshot import RedisSnapshotStore, Snapshot, SnapshotLayout, SnapshotSchemaError
 
@@ -55,7 +56,8 @@ class ChutesRoutingHook(CustomLogger):
         self.snapshot: Snapshot | None = None
         self.snapshot_state = "missing"  # ok | missing | stale | redis_unreachable | invalid
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self._attempts: dict[tuple[str, str], tuple[int, float]] = {}
+        # open upstream attempts: litellm_call_id -> chute id -> (live token, start time)
+        self._attempts: dict[str, dict[str, tuple[int, float]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._redis: Any = None
         self._store: RedisSnapshotStore | None = None
@@ -107,9 +109,13 @@ class ChutesRoutingHook(CustomLogger):
         if result.headroom:
             self.last_headroom = dict(zip(cands.ids, result.headroom))
         call_id = _call_id(request_kwargs)
+        if call_id and call_id in self._attempts:
+            # LiteLLM retries only after an attempt failed, and does not report every failed
+            # attempt to the callbacks: whatever this request still has open has failed.
+            self._close_failed_attempts(call_id, request_kwargs, now)
         token = self.live.on_start(choice, now)
         if call_id:
-            self._attempts[(call_id, choice)] = (token, now)
+            self._attempts.setdefault(call_id, {})[choice] = (token, now)
         m.INFLIGHT.labels(label).inc()
         self._note_decision(label, result.reason.value, failed, result.headroom[result.index] if result.headroom else None)
         return [by_id[choice]]
@@ -148,19 +154,17 @@ class ChutesRoutingHook(CustomLogger):
             log.info("routing -> %s (strategy %s, reason %s%s, snapshot %s%s)", label, self.strategy, reason, room, self.snapshot_state, extra)
 
     # ------------------------------------------------------------ outcomes
-    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, end: Any) -> None:
-        key = attempt_key(kwargs)
-        if key is None:
-            return
-        entry = self._attempts.pop(key, None)
+    def _end(self, call_id: str, chute_id: str, outcome: str, now: float, ttft: float | None = None) -> None:
+        """Close one attempt exactly once: live bookkeeping, in-flight gauge, outcome metrics."""
+        open_for_call = self._attempts.get(call_id)
+        entry = open_for_call.pop(chute_id, None) if open_for_call is not None else None
         if entry is None:
             return
+        if not open_for_call:
+            del self._attempts[call_id]
         token, t0 = entry
-        chute_id = key[1]
         chute = self.chutes.get(chute_id)
         label = chute.name if chute else "unconfigured"
-        now = time.time()
-        ttft = ttft_seconds(kwargs, start)
         if ttft is not None:
             self.live.on_first_token(token, t0 + ttft)
             m.TTFT.labels(label).observe(ttft)
@@ -170,17 +174,39 @@ class ChutesRoutingHook(CustomLogger):
         if outcome == "success":
             m.LATENCY.labels(label).observe(max(0.0, now - t0))
 
+    def _close_failed_attempts(self, call_id: str, request_kwargs: Mapping[str, Any] | None, now: float) -> None:
+        kinds = failure_kinds_in_request(request_kwargs)
+        for chute_id in list(self._attempts.get(call_id, ())):
+            self._end(call_id, chute_id, kinds.get(chute_id, "error"), now)
+
+    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any) -> None:
+        key = attempt_key(kwargs)
+        if key is not None:
+            self._end(key[0], key[1], outcome, time.time(), ttft_seconds(kwargs, start))
+
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
-            self._close(kwargs, "success", start_time, end_time)
+            self._close(kwargs, "success", start_time)
         except Exception:  # never let bookkeeping break a response
             log.exception("routing bookkeeping failed on success")
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
-            self._close(kwargs, classify_failure(kwargs), start_time, end_time)
+            self._close(kwargs, classify_failure(kwargs), start_time)
         except Exception:
             log.exception("routing bookkeeping failed on failure")
+
+    async def async_post_call_failure_hook(self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None) -> None:
+        """The request failed for good: every attempt it still has open is over."""
+        try:
+            call_id = _call_id(request_data)
+            if call_id:
+                outcome = classify_failure({"exception": original_exception})
+                for chute_id in list(self._attempts.get(call_id, ())):
+                    self._end(call_id, chute_id, outcome, time.time())
+        except Exception:
+            log.exception("routing bookkeeping failed on request failure")
+        return None
 
     # ------------------------------------------------------------ background
     def ensure_started(self) -> None:
@@ -314,12 +340,10 @@ class ChutesRoutingHook(CustomLogger):
     def _sweep(self, now: float) -> None:
         """Forget attempts whose callback never came (client gone): bounded memory, honest counts."""
         limit = self.settings.proxy_request_timeout_seconds
-        for key, (token, t0) in list(self._attempts.items()):
-            if now - t0 > limit:
-                del self._attempts[key]
-                self.live.on_end(token, now, "timeout")
-                chute = self.chutes.get(key[1])
-                m.INFLIGHT.labels(chute.name if chute else "unconfigured").dec()
+        for call_id, open_for_call in list(self._attempts.items()):
+            for chute_id, (_, t0) in list(open_for_call.items()):
+                if now - t0 > limit:
+                    self._end(call_id, chute_id, "timeout", now)
 
     async def _summary_loop(self) -> None:
         while True:

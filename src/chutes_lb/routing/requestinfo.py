@@ -51,6 +51,30 @@ def failed_ids_in_request(request_kwargs: Mapping[str, Any] | None) -> frozenset
     return frozenset(failed)
 
 
+def _kind_of(exception_type: object) -> str:
+    name = exception_type if isinstance(exception_type, str) else ""
+    if "RateLimit" in name:
+        return "rate_limited"
+    if "Timeout" in name:
+        return "timeout"
+    return "error"
+
+
+def failure_kinds_in_request(request_kwargs: Mapping[str, Any] | None) -> dict[str, str]:
+    """deployment id -> rate_limited | timeout | error, from LiteLLM's retry breadcrumbs (the
+    newest attempt per deployment wins); deployments without a breadcrumb are absent."""
+    kinds: dict[str, str] = {}
+    if not request_kwargs:
+        return kinds
+    for meta in _metadata_dicts(request_kwargs):
+        previous = meta.get("previous_models")
+        if isinstance(previous, (list, tuple)):
+            for attempt in previous:
+                if isinstance(attempt, Mapping) and isinstance(attempt.get("deployment_id"), str):
+                    kinds[attempt["deployment_id"]] = _kind_of(attempt.get("exception_type"))
+    return kinds
+
+
 def last_failed_in_request(request_kwargs: Mapping[str, Any] | None) -> str | None:
     """The deployment whose failure caused this pick (the newest retry breadcrumb), if any."""
     if not request_kwargs:
