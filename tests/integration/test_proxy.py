@@ -20,7 +20,7 @@ BIG, MEDIUM, SMALL = (c["chute_id"] for c in FLEET)
 def stack(redis_service, tmp_path_factory) -> Iterator[Stack]:
     import uuid
 
-    s = start_stack(redis_service.url, f"test-proxy-{uuid.uuid4().hex[:8]}")
+    s = start_stack(redis_service.url, f"test-proxy-{uuid.uuid4().hex[:8]}", proxy_env={"PROXY_BODY_TIMEOUT_SECONDS": "3"})
     try:
         # the first snapshot must be in every worker before routing tests run
         deadline = time.monotonic() + 30
@@ -194,3 +194,18 @@ def test_every_upstream_attempt_is_closed_exactly_once(stack: Stack) -> None:
     assert metric_value(after, "chutes_lb_inflight_requests") == 0
     for info in (httpx.get(stack.url + "/info", headers=auth(), timeout=30).json() for _ in range(4)):
         assert all(d["in_flight_this_worker"] == 0 for d in info["deployments"]), info["deployments"]
+
+
+def test_a_client_that_stalls_its_body_gets_408_and_others_are_served(stack: Stack) -> None:
+    import socket
+
+    port = int(stack.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as slow:
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + MASTER_KEY.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"model\":")
+        t0 = time.monotonic()
+        assert all(status == 200 for status, _ in burst(stack.url, 4))  # others are served meanwhile
+        answer = slow.recv(4096).decode(errors="replace")
+        waited = time.monotonic() - t0
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert "request_timeout" in answer and waited < 12

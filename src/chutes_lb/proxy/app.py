@@ -11,6 +11,7 @@ it shows in the Swagger UI at ``/``.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -70,8 +71,9 @@ async def send_json(send: Send, status: int, body: Any, headers: list[tuple[byte
 
 
 class FrontMiddleware:
-    def __init__(self, app: Callable[..., Awaitable[None]], master_key: str, max_body_bytes: int, metrics: Callable[[], bytes], ready: Callable[[], bool], on_first_request: Callable[[], None]) -> None:
+    def __init__(self, app: Callable[..., Awaitable[None]], master_key: str, max_body_bytes: int, metrics: Callable[[], bytes], ready: Callable[[], bool], on_first_request: Callable[[], None], body_timeout: float = 60.0) -> None:
         self.app = app
+        self._body_timeout = body_timeout
         self._on_first_request: Callable[[], None] | None = on_first_request
         self._key = master_key.encode()
         self._max_body = max_body_bytes
@@ -123,8 +125,13 @@ class FrontMiddleware:
     async def _validated(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self._body_timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                await send_json(send, 408, openai_error_body(f"Request body not received within {self._body_timeout:g}s (PROXY_BODY_TIMEOUT_SECONDS)", "invalid_request_error", "request_timeout"))
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -272,6 +279,7 @@ def build_app() -> Any:
         FrontMiddleware,  # type: ignore[arg-type]
         master_key=settings.litellm_master_key.get(),
         max_body_bytes=settings.proxy_max_body_bytes,
+        body_timeout=settings.proxy_body_timeout_seconds,
         metrics=_metrics_payload,
         ready=ready,
         on_first_request=lambda: hook.get_hook().ensure_started(),
