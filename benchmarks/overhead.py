@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Mapping
@@ -138,6 +139,25 @@ def _unit_ms(value: str) -> float:
     return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)] if m else float("nan")
 
 
+def answered(url: str, model: str, timeout: float = 90.0) -> None:
+    """Block until ``url`` answers one chat request with 200 (bounded), so wrk measures a warm path."""
+    import urllib.request
+
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16}).encode()
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"})
+        try:
+            with urllib.request.urlopen(req, timeout=max(1.0, deadline - time.monotonic())) as resp:
+                if resp.status == 200:
+                    return
+        except Exception as exc:  # not ready yet: retry until the deadline
+            last = exc
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} never answered 200 within {timeout:.0f}s: {last!r}")
+
+
 def wrk(url: str, model: str, duration: float, connections: int, workdir: Path) -> dict[str, float]:
     """One wrk run (1 thread) posting a 16-token non-streamed chat request; bounded by a timeout."""
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16})
@@ -197,8 +217,9 @@ def side_by_side(args: argparse.Namespace, sim: SimulatorProcess, redis: RedisSe
             hap = HAProxy(ours.port, str(workdir))
             start_all(stack, [hap])
             paths["haproxy+ours"] = (hap.base_url + "/v1/chat/completions", "chutes-models", ours.process.pid)
-        log("warm-up: a short run per path")
+        log("warm-up: one answered request, then a short run per path")
         for label, (url, model, _) in paths.items():
+            answered(url, model)  # a path's first request can take seconds (client set-up, imports)
             wrk(url, model, 1, 4, workdir)
         rounds: dict[str, list[dict[str, float]]] = {k: [] for k in paths}
         for i in range(args.rounds):
@@ -333,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.read_text())
         return 0
     if args.smoke:
-        args.duration, args.rounds, args.workers, args.connections, args.haproxy, args.tuning = 2.0, 1, 1, 8, False, False
+        args.duration, args.rounds, args.workers, args.connections, args.haproxy, args.tuning = 3.0, 1, 1, 8, False, False
     if not shutil.which("wrk"):
         ap.error("wrk is required (apt-get install wrk)")
     if args.haproxy and not shutil.which("haproxy"):
