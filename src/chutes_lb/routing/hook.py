@@ -112,7 +112,7 @@ class ChutesRoutingHook(CustomLogger):
         if call_id and call_id in self._attempts:
             # LiteLLM retries only after an attempt failed, and does not report every failed
             # attempt to the callbacks: whatever this request still has open has failed.
-            self._close_failed_attempts(call_id, request_kwargs, now)
+            self._close_call(call_id, now, failure_kinds_in_request(request_kwargs), "error")
         token = self.live.on_start(choice, now)
         if call_id:
             self._attempts.setdefault(call_id, {})[choice] = (token, now)
@@ -174,10 +174,10 @@ class ChutesRoutingHook(CustomLogger):
         if outcome == "success":
             m.LATENCY.labels(label).observe(max(0.0, now - t0))
 
-    def _close_failed_attempts(self, call_id: str, request_kwargs: Mapping[str, Any] | None, now: float) -> None:
-        kinds = failure_kinds_in_request(request_kwargs)
+    def _close_call(self, call_id: str, now: float, kinds: Mapping[str, str], default: str) -> None:
+        """Every attempt the request still has open has failed (outcome per chute, else ``default``)."""
         for chute_id in list(self._attempts.get(call_id, ())):
-            self._end(call_id, chute_id, kinds.get(chute_id, "error"), now)
+            self._end(call_id, chute_id, kinds.get(chute_id, default), now)
 
     def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any) -> None:
         key = attempt_key(kwargs)
@@ -201,9 +201,7 @@ class ChutesRoutingHook(CustomLogger):
         try:
             call_id = _call_id(request_data)
             if call_id:
-                outcome = classify_failure({"exception": original_exception})
-                for chute_id in list(self._attempts.get(call_id, ())):
-                    self._end(call_id, chute_id, outcome, time.time())
+                self._close_call(call_id, time.time(), {}, classify_failure({"exception": original_exception}))
         except Exception:
             log.exception("routing bookkeeping failed on request failure")
         return None
