@@ -197,6 +197,26 @@ def test_every_upstream_attempt_is_closed_exactly_once(stack: Stack) -> None:
         assert all(d["in_flight_this_worker"] == 0 for d in info["deployments"]), info["deployments"]
 
 
+def _read_http_response(sock) -> bytes:
+    """Read one whole HTTP/1.1 response: headers and a Content-Length body may arrive in separate
+    segments (a single recv() returned only the headers on a busy CI machine)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), None)
+    while length is not None and len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_a_client_that_stalls_its_body_gets_408_and_others_are_served(stack: Stack) -> None:
     import socket
 
@@ -206,7 +226,7 @@ def test_a_client_that_stalls_its_body_gets_408_and_others_are_served(stack: Sta
                      + b"\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"model\":")
         t0 = time.monotonic()
         assert all(status == 200 for status, _ in burst(stack.url, 4))  # others are served meanwhile
-        answer = slow.recv(4096).decode(errors="replace")
+        answer = _read_http_response(slow).decode(errors="replace")
         waited = time.monotonic() - t0
     assert answer.startswith("HTTP/1.1 408"), answer[:200]
     assert "request_timeout" in answer and waited < 12
