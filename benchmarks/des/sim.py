@@ -49,6 +49,7 @@ VARIANTS: dict[str, dict] = {
     "no-survival": dict(use_survival=False),
     "uniform": dict(uniform_sampling=True),
     "no-errors": dict(use_errors=False),
+    "no-speed": dict(use_speed=False),
 }
 
 ARRIVAL, DEPART, RETRY, MEASURE_START, MEASURE_END, ADOPT, PUBLISH, VISIBLE, CHANGE = range(9)
@@ -122,12 +123,12 @@ def run(cfg: SimConfig) -> SimResult:
     ids = [f"chute-{i:03d}" for i in range(n)]
     R = max(1, cfg.replicas)
     base, _, variant = cfg.strategy.partition(":")
-    params = replace(HeadroomParams(remote_max_age=cfg.remote_max_age, default_latency=1.0), **VARIANTS[variant])
+    params = replace(HeadroomParams(remote_max_age=cfg.remote_max_age, default_latency=1.0, speed_memory=6.0), **VARIANTS[variant])
     is_decide = base in ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
     sharing = base == "headroom" and params.use_remote
     rng = random.Random(cfg.seed)
     drng = [random.Random(cfg.seed * 1000 + r) for r in range(R)]
-    lives = [LiveState(penalty_seconds=cfg.penalty_seconds, error_half_life=3.0) for _ in range(R)]
+    lives = [LiveState(penalty_seconds=cfg.penalty_seconds, error_half_life=3.0, fleet_every=0.1) for _ in range(R)]
     recs = [[lv.chute(cid) for cid in ids] for lv in lives]
     remotes = [{cid: RemoteCounts() for cid in ids} for _ in range(R)]
     total_cap = float(sum(caps))
@@ -260,7 +261,7 @@ def run(cfg: SimConfig) -> SimResult:
         if busy[c] < caps[c]:
             busy[c] += 1
             s = lognorm(mu_ln, sig) if heavy else expo(1.0)
-            push(t + s / speed[c], DEPART, (req, r, c, tok))
+            push(t + s / speed[c], DEPART, (req, r, c, tok, s))
         else:
             queues[c].append((req, r, c, tok))
 
@@ -287,10 +288,10 @@ def run(cfg: SimConfig) -> SimResult:
                 bin_width = max(t / 2000 * cfg.n_requests / cfg.share_bins, 1e-9)
                 bin_end = t + bin_width
         elif kind == DEPART:
-            req, r, c, tok = a
+            req, r, c, tok, work = a
             touch(c, t)
             nsys[c] -= 1
-            lives[r].on_end(tok, t, "success")
+            lives[r].on_end(tok, t, "success", work)  # work = the request's size (its "tokens")
             own_in[r][c] -= 1
             q = queues[c]
             if qhead[c] < len(q):
@@ -301,7 +302,7 @@ def run(cfg: SimConfig) -> SimResult:
                     del q[: qhead[c]]
                     qhead[c] = 0
                 s = lognorm(mu_ln, sig) if heavy else expo(1.0)
-                push(t + s / speed[c], DEPART, nxt)
+                push(t + s / speed[c], DEPART, (*nxt, s))
             else:
                 busy[c] -= 1
             if req >= warm:

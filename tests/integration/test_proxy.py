@@ -230,3 +230,21 @@ def test_a_client_that_stalls_its_body_gets_408_and_others_are_served(stack: Sta
         waited = time.monotonic() - t0
     assert answer.startswith("HTTP/1.1 408"), answer[:200]
     assert "request_timeout" in answer and waited < 12
+
+
+def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
+    """Decode pace from the proxy's own responses: a chute 3x slower than the fleet stops getting
+    new requests while the others have room, though its slots and utilization look fine."""
+    before = shares(burst(stack.url, 8) + burst(stack.url, 8))
+    assert before["test/big"] >= 4, before  # 16 of 28 slots: the big chute normally leads
+    stack.sim.set_chute(BIG, speed=0.25)  # ~0.4 s of decode becomes ~1.6 s (timeout 4 s)
+    for _ in range(3):  # the workers learn it from the responses they get back
+        assert all(status == 200 for status, _ in burst(stack.url, 8))
+    infos = [httpx.get(stack.url + "/info", headers=auth(), timeout=30).json() for _ in range(6)]
+    big = [d for info in infos for d in info["deployments"] if d["chute_id"] == BIG]
+    assert any(d["slow_overflow_only"] for d in big), [
+        {k: d[k] for k in ("latency_ewma_seconds", "ttft_ewma_seconds", "decode_seconds_per_token_ewma", "slowness_vs_fleet")}
+        for info in infos for d in info["deployments"]]
+    after = shares(burst(stack.url, 6) + burst(stack.url, 6) + burst(stack.url, 6))
+    assert sum(after.values()) == 18
+    assert after["test/big"] <= 3, (before, after)  # the medium and small chutes have 12 slots

@@ -13,6 +13,7 @@ from chutes_lb.routing.decision import (
     STRATEGIES,
     Candidate,
     CandidateSet,
+    DEFAULT_PARAMS,
     HeadroomParams,
     Reason,
     decide,
@@ -43,7 +44,7 @@ def test_strategy_names_and_reasons_are_fixed() -> None:
     assert STRATEGIES == ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
     assert {r.value for r in Reason} == {
         "p2c", "third_sample", "best_sampled", "scan_fallback", "proportional_fallback", "all_penalized",
-        "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random"}
+        "slow_overflow", "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random"}
 
 
 def test_weighted_shuffle_matches_capacity_shares() -> None:
@@ -250,3 +251,44 @@ def test_never_raises_on_degenerate_inputs(caps, utils, excl_mask, strategy, rep
         assert d.chute_id not in excluded
     assert isinstance(d.reason, Reason)
     assert d.headroom is not None and all(not math.isnan(h) for h in d.headroom)
+
+
+def _pace(live: LiveState, chute: str, seconds: float, now: float, n: int = 5) -> None:
+    for _ in range(n):
+        tok = live.on_start(chute, now - seconds)
+        live.on_end(tok, now, "success", tokens=100)
+
+
+def test_a_slow_chute_serves_only_as_overflow() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    cands = fleet([20, 20, 20], [0.0, 0.0, 0.0], live=live)
+    for c in ("c0", "c1"):
+        _pace(live, c, 10.0, now=100.0)
+    _pace(live, "c2", 30.0, now=100.0)  # three times as slow as the others
+    rng = random.Random(12)
+    picks = Counter(decide(cands, "headroom", rng, now=100.0, snapshot_version=1).chute_id for _ in range(N))
+    assert picks["c2"] == 0, picks  # while the others have room, it gets nothing
+    without = Counter(decide(cands, "headroom", rng, now=100.0, snapshot_version=1,
+                             params=HeadroomParams(use_speed=False)).chute_id for _ in range(N))
+    assert without["c2"] > N / 5
+    for _ in range(40):  # the fast chutes fill up: the slow one takes the overflow
+        live.on_start("c0", 100.0)
+        live.on_start("c1", 100.0)
+    full = Counter(decide(cands, "headroom", rng, now=100.0, snapshot_version=1).chute_id for _ in range(N))
+    # whenever one of the (up to three) samples is c2 it wins; the rest is the usual
+    # proportional fallback when every sample looked full
+    assert full["c2"] / N > 0.8, full
+    # with no new measurement the evidence fades and the chute is tried again
+    assert live.chute("c2").slowness(100.0 + 600.0, DEFAULT_PARAMS.speed_memory) < DEFAULT_PARAMS.slow_ratio
+
+
+def test_ordinary_speed_differences_do_not_trigger_overflow() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    cands = fleet([20, 20], [0.0, 0.0], live=live)
+    _pace(live, "c0", 10.0, now=100.0)
+    _pace(live, "c1", 13.0, now=100.0)  # 30% slower: below slow_ratio, a normal fleet spread
+    rng = random.Random(13)
+    picks = Counter(decide(cands, "headroom", rng, now=100.0, snapshot_version=1).chute_id for _ in range(N))
+    assert 0.4 < picks["c1"] / N < 0.6

@@ -114,3 +114,57 @@ def test_export_and_aggregate_remote() -> None:
     assert empty == {}
     stale = aggregate_remote([], into={"x": RemoteCounts(in_flight=1, measured_at=5.0)})
     assert stale["x"].measured_at == -math.inf
+
+
+def test_decode_pace_and_slowness_against_the_fleet() -> None:
+    ls = LiveState(ewma_alpha=1.0, fleet_alpha=0.5, fleet_every=0.0)
+    fast, slow = ls.chute("fast"), ls.chute("slow")
+    assert fast.slowness(0.0, 60.0) == 1.0  # nothing measured yet
+    t = ls.on_start("fast", 0.0)
+    ls.on_first_token(t, 1.0)
+    ls.on_end(t, 11.0, "success", tokens=100)  # 1 s TTFT, 10 s for 100 tokens: 0.1 s/token
+    assert fast.tpot_ewma == pytest.approx(0.1)
+    assert (ls.fleet.ttft_ewma, ls.fleet.tokens_ewma, ls.fleet.reference) == pytest.approx((1.0, 100.0, 11.0))
+    assert fast.slowness(11.0, 60.0) == pytest.approx(1.0)
+    t = ls.on_start("slow", 20.0)
+    ls.on_end(t, 51.0, "success", tokens=100)  # not streamed: TTFT unknown, the fleet's 1 s is assumed
+    assert slow.tpot_ewma == pytest.approx(0.3)
+    # the reference is the lower median over chutes (11 s), not a traffic average
+    assert ls.fleet.reference == pytest.approx(11.0)
+    assert slow.slowness(51.0, 60.0) == pytest.approx(31.0 / 11.0)
+    assert fast.slowness(51.0, 60.0) == pytest.approx(1.0)
+    # the evidence fades: long after the last measurement a chute counts as ordinary again
+    assert slow.slowness(51.0 + 600.0, 60.0) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_one_slow_big_chute_cannot_move_the_yardstick() -> None:
+    ls = LiveState(fleet_every=0.0)
+    for name, seconds, n in (("big", 30.0, 50), ("a", 10.0, 3), ("b", 10.0, 3)):
+        for _ in range(n):
+            ls.on_end(ls.on_start(name, 0.0), seconds, "success", tokens=100)
+    assert ls.chute("big").slowness(30.0, 60.0) == pytest.approx(3.0, rel=0.01)
+    assert ls.chute("a").slowness(30.0, 60.0) == pytest.approx(1.0, rel=0.01)
+
+
+def test_pace_ignores_failures_and_unknown_token_counts() -> None:
+    ls = LiveState()
+    for tokens in (None, 0, -3, float("nan"), float("inf")):
+        ls.on_end(ls.on_start("a", 0.0), 5.0, "success", tokens=tokens)
+    ls.on_end(ls.on_start("a", 0.0), 5.0, "error", tokens=10)
+    assert ls.chute("a").tpot_ewma is None and ls.fleet.reference is None
+    assert ls.chute("a").latency_ewma == pytest.approx(5.0)
+
+
+def test_yardstick_mixes_streamed_and_plain_chutes_and_follows_the_typical_request() -> None:
+    ls = LiveState(ewma_alpha=1.0, fleet_alpha=1.0, fleet_every=0.0)
+    t = ls.on_start("streamed", 0.0)
+    ls.on_first_token(t, 2.0)
+    ls.on_end(t, 12.0, "success", tokens=100)  # TTFT 2, 0.1 s/token
+    ls.on_end(ls.on_start("plain", 0.0), 12.0, "success", tokens=100)  # same total, TTFT unknown
+    ls.on_end(ls.on_start("plain2", 0.0), 12.0, "success", tokens=100)
+    for name in ("streamed", "plain", "plain2"):
+        assert ls.chute(name).slowness(12.0, 60.0) == pytest.approx(1.0)
+    # the typical request changes (1000 tokens now): reference and chute times move together
+    ls.on_end(ls.on_start("plain", 20.0), 20.0 + 2.0 + 100.0, "success", tokens=1000)
+    assert ls.fleet.tokens_ewma == 1000.0
+    assert ls.chute("plain").slowness(122.0, 60.0) == pytest.approx(1.0)

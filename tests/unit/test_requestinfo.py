@@ -2,7 +2,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from chutes_lb.routing.requestinfo import attempt_key, classify_failure, failed_ids_in_request, last_failed_in_request, ttft_seconds
+from chutes_lb.routing.requestinfo import (attempt_key, classify_failure, completion_tokens, failed_ids_in_request,
+                                           last_failed_in_request, ttft_seconds)
 
 pytestmark = pytest.mark.unit
 
@@ -65,3 +66,15 @@ def test_failure_kinds_come_from_the_retry_breadcrumbs():
         {"deployment_id": "c", "exception_type": "ServiceUnavailableError"}, {"deployment_id": "a", "exception_type": "APIError"}, "junk"]}}
     assert failure_kinds_in_request(kwargs) == {"a": "error", "b": "timeout", "c": "error"}
     assert failure_kinds_in_request(None) == {}
+
+
+def test_completion_tokens_from_the_response_usage() -> None:
+    from litellm import ModelResponse
+
+    resp = ModelResponse(choices=[{"message": {"role": "assistant", "content": "hi"}}],
+                         usage={"prompt_tokens": 5, "completion_tokens": 42, "total_tokens": 47})
+    assert completion_tokens(resp) == 42.0
+    assert completion_tokens({"usage": {"completion_tokens": 7}}) == 7.0
+    for unknown in (None, {}, {"usage": None}, {"usage": {"completion_tokens": 0}},
+                    {"usage": {"completion_tokens": "12"}}, {"usage": {"completion_tokens": True}}, object()):
+        assert completion_tokens(unknown) is None

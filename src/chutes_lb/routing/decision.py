@@ -8,7 +8,10 @@
   requests started since the snapshot by *every* worker (own + shared remote counts when fresh,
   else ``R x own``), and never less than the fresh shared in-flight total. A chute that answered
   429 counts as full until the next snapshot (or ``penalty_seconds``); a decaying error score
-  shrinks a chute's headroom. When both samples look full: a third sample, then a fallback in
+  shrinks a chute's headroom. A chute whose typical request takes more than ``slow_ratio`` x as long
+  as on the fleet (:meth:`ChuteLive.slowness`: TTFT + decode pace from this process's own
+  responses) is overflow: its free slots count only against a chute with none (its latency would
+  be the tail). When both samples look full: a third sample, then a fallback in
   proportion to capacity among chutes without a 429 penalty.
 - ``least-utilization``: argmin of snapshot ``utilization_current``, ties to the first (the seed
   rule; herds on a shared stale snapshot: kept only for comparison).
@@ -58,6 +61,7 @@ class Reason(str, Enum):
     SCAN_FALLBACK = "scan_fallback"  # headroom: samples looked full, a full scan found room
     PROPORTIONAL_FALLBACK = "proportional_fallback"  # headroom: all full, random by capacity
     ALL_PENALIZED = "all_penalized"  # headroom: every candidate had a 429 penalty
+    SLOW_OVERFLOW = "slow_overflow"  # headroom: only a markedly slow chute had room among the samples
     NO_SNAPSHOT_LIVE = "no_snapshot_live"  # headroom without any snapshot: live counts only
     ONLY_CANDIDATE = "only_candidate"  # one usable candidate
     ARGMIN = "argmin"  # least-utilization
@@ -103,6 +107,9 @@ class HeadroomParams:
     use_survival: bool = True
     use_penalty: bool = True
     use_errors: bool = True
+    use_speed: bool = True  # slow chutes (slowness > slow_ratio) serve only as overflow
+    slow_ratio: float = 1.5
+    speed_memory: float = 60.0  # seconds: slowness evidence fades with this time constant
     extra_samples: int = 1  # samples beyond two when both look full
     fallback: str = "proportional"  # "proportional" | "best_sampled" | "scan" (then proportional)
     uniform_sampling: bool = False  # ablation only: sample candidates uniformly
@@ -161,6 +168,9 @@ class CandidateSet:
         known = [(u, i) for i, u in enumerate(self.util) if u is not None]
         self.argmin_util = min(known)[1] if known else 0  # ties to the first (lowest index)
 
+
+_OVERFLOW = 1e-9  # a slow chute's free slots are scaled by this: positive, yet below _ROOM
+_ROOM = 1e-6  # free slots above this = room on a chute at ordinary speed
 
 _CACHE: dict[tuple, CandidateSet] = {}
 _CACHE_MAX = 64
@@ -241,6 +251,9 @@ def _free(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomPara
     free = cap - est
     if p.use_errors and live is not None and live.error_score > 0.0 and free > 0.0:
         free *= 1.0 - live.error_at(now)
+    if p.use_speed and live is not None and free > 0.0 and live.tpot_ewma is not None \
+            and live.slowness(now, p.speed_memory) > p.slow_ratio:
+        free *= _OVERFLOW  # still > 0: beats a full chute, loses to any chute with room
     return free
 
 
@@ -351,7 +364,7 @@ def _headroom(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now:
     fb = _free(cs, b, now, r, p, version) if b != a else fa
     best, fbest = (a, fa) if fa >= fb else (b, fb)
     ok = Reason.P2C if cs.any_snapshot else Reason.NO_SNAPSHOT_LIVE
-    if fbest > 0.0:
+    if fbest > _ROOM:
         return best, ok
     for _ in range(max(0, p.extra_samples)):
         c = _sample(cs, rng, excluded, uni)
@@ -360,8 +373,10 @@ def _headroom(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now:
         fc = _free(cs, c, now, r, p, version)
         if fc > fbest:
             best, fbest = c, fc
-        if fbest > 0.0:
+        if fbest > _ROOM:
             return best, (Reason.THIRD_SAMPLE if cs.any_snapshot else Reason.NO_SNAPSHOT_LIVE)
+    if fbest > 0.0:
+        return best, Reason.SLOW_OVERFLOW
     if p.fallback == "best_sampled" and fbest > -math.inf:
         return best, Reason.BEST_SAMPLED
     if p.fallback == "scan":

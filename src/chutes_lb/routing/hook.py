@@ -31,10 +31,10 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from chutes_lb.fleet import ChuteRef, load_chutes
 from chutes_lb.proxy import metrics as m
-from chutes_lb.routing.decision import Candidate, CandidateSet, candidate_set, decide
+from chutes_lb.routing.decision import DEFAULT_PARAMS, Candidate, CandidateSet, candidate_set, decide
 from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote
 from chutes_lb.routing.requestinfo import (attempt_key, classify_failure, failed_ids_in_request, failure_kinds_in_request,
-                                           last_failed_in_request, ttft_seconds)
+                                           last_failed_in_request, ttft_seconds, completion_tokens)
 from chutes_lb.settings import Settings, load_settings
 from chutes_lb.snapshot import RedisSnapshotStore, Snapshot, SnapshotLayout, SnapshotSchemaError
 
@@ -154,7 +154,8 @@ class ChutesRoutingHook(CustomLogger):
             log.info("routing -> %s (strategy %s, reason %s%s, snapshot %s%s)", label, self.strategy, reason, room, self.snapshot_state, extra)
 
     # ------------------------------------------------------------ outcomes
-    def _end(self, call_id: str, chute_id: str, outcome: str, now: float, ttft: float | None = None) -> None:
+    def _end(self, call_id: str, chute_id: str, outcome: str, now: float, ttft: float | None = None,
+             tokens: float | None = None) -> None:
         """Close one attempt exactly once: live bookkeeping, in-flight gauge, outcome metrics."""
         open_for_call = self._attempts.get(call_id)
         entry = open_for_call.pop(chute_id, None) if open_for_call is not None else None
@@ -168,7 +169,7 @@ class ChutesRoutingHook(CustomLogger):
         if ttft is not None:
             self.live.on_first_token(token, t0 + ttft)
             m.TTFT.labels(label).observe(ttft)
-        self.live.on_end(token, now, outcome)
+        self.live.on_end(token, now, outcome, tokens)
         m.INFLIGHT.labels(label).dec()
         m.UPSTREAM.labels(label, outcome).inc()
         if outcome == "success":
@@ -179,14 +180,14 @@ class ChutesRoutingHook(CustomLogger):
         for chute_id in list(self._attempts.get(call_id, ())):
             self._end(call_id, chute_id, kinds.get(chute_id, default), now)
 
-    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any) -> None:
+    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, tokens: float | None = None) -> None:
         key = attempt_key(kwargs)
         if key is not None:
-            self._end(key[0], key[1], outcome, time.time(), ttft_seconds(kwargs, start))
+            self._end(key[0], key[1], outcome, time.time(), ttft_seconds(kwargs, start), tokens)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
-            self._close(kwargs, "success", start_time)
+            self._close(kwargs, "success", start_time, completion_tokens(response_obj))
         except Exception:  # never let bookkeeping break a response
             log.exception("routing bookkeeping failed on success")
 
@@ -384,6 +385,10 @@ class ChutesRoutingHook(CustomLogger):
                 "estimated_headroom_slots": _finite(self.last_headroom.get(chute_id)),
                 "latency_ewma_seconds": live.latency_ewma if live else None,
                 "ttft_ewma_seconds": live.ttft_ewma if live else None,
+                "decode_seconds_per_token_ewma": live.tpot_ewma if live else None,
+                "slowness_vs_fleet": round(live.slowness(now, DEFAULT_PARAMS.speed_memory), 3) if live else 1.0,
+                "slow_overflow_only": bool(live and live.tpot_ewma is not None
+                                           and live.slowness(now, DEFAULT_PARAMS.speed_memory) > DEFAULT_PARAMS.slow_ratio),
                 "recent_429_penalty": bool(live and live.penalized(now, self.live.snapshot_version)),
             })
         return {

@@ -12,6 +12,12 @@ Per chute (:class:`ChuteLive`, long-lived and mutated in place so a decision can
 - ``open_at_adoption`` / ``old_open``: requests open at adoption / how many of those are still open,
   so ``survival = old_open / open_at_adoption`` (1.0 when none were open);
 - ``latency_ewma`` / ``ttft_ewma``: recent latency and time to first token (seconds, None = unknown);
+- ``tpot_ewma``: recent decode time per output token (seconds; from requests whose token count is
+  known), with ``pace_t`` the time of its last update. With :class:`FleetPace` it gives
+  :meth:`ChuteLive.slowness`: how much longer a typical request (fleet-average TTFT and token count)
+  takes on this chute than on the fleet's median chute (1.0 = ordinary; evidence fades with
+  ``memory``). The median, not a traffic-weighted average, so one big chute slowing down cannot
+  drag the yardstick with it;
 - ``last_429_at`` / ``penalty_until`` / ``penalty_version``: after a 429 the chute may count as
   full until the next snapshot is adopted or ``penalty_seconds`` pass, whichever comes first (the
   decision shortens the hold to about the time one slot takes to free, see decision.py);
@@ -32,6 +38,7 @@ __all__ = [
     "Outcome",
     "OUTCOMES",
     "ChuteLive",
+    "FleetPace",
     "RemoteCounts",
     "LiveState",
     "aggregate_remote",
@@ -41,6 +48,39 @@ Outcome = Literal["success", "rate_limited", "error", "timeout"]
 OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout")
 
 _LN2 = math.log(2.0)
+
+
+@dataclass(slots=True, eq=False)
+class FleetPace:
+    """The yardstick for slowness, one per process: a typical request (request-weighted EWMAs of
+    TTFT and output tokens) and the reference chute's (TTFT, decode pace): the lower median over
+    chutes of the seconds a typical request takes, chosen at most every ``every`` seconds, off the
+    decision path. :attr:`reference` is that chute's time at the *current* typical request, so a
+    ratio never mixes two token counts."""
+
+    ttft_ewma: float | None = None
+    tokens_ewma: float | None = None
+    ref_ttft: float | None = None
+    ref_tpot: float | None = None
+    computed_at: float = -math.inf
+    every: float = 1.0
+
+    @property
+    def reference(self) -> float | None:
+        return self.expected(self.ref_ttft, self.ref_tpot)
+
+    def expected(self, ttft: float | None, tpot: float | None) -> float | None:
+        """Expected seconds of a typical request at this ttft / tpot (None when tpot unknown)."""
+        if tpot is None or self.tokens_ewma is None:
+            return None
+        return (ttft if ttft is not None else (self.ttft_ewma or 0.0)) + tpot * self.tokens_ewma
+
+    def recompute(self, chutes: Iterable["ChuteLive"], now: float) -> None:
+        timed = sorted(((t, c.ttft_ewma, c.tpot_ewma) for c in chutes
+                        if (t := self.expected(c.ttft_ewma, c.tpot_ewma)) is not None), key=lambda x: x[0])
+        if timed:
+            _, self.ref_ttft, self.ref_tpot = timed[(len(timed) - 1) // 2]
+        self.computed_at = now
 
 
 @dataclass(slots=True, eq=False)
@@ -54,6 +94,9 @@ class ChuteLive:
     old_open: int = 0
     latency_ewma: float | None = None
     ttft_ewma: float | None = None
+    tpot_ewma: float | None = None
+    pace_t: float = -math.inf
+    fleet: FleetPace | None = None
     penalty_until: float = -math.inf
     penalty_version: object = None
     last_429_at: float = -math.inf
@@ -72,6 +115,24 @@ class ChuteLive:
     def penalized(self, now: float, version: object) -> bool:
         """True while a 429 penalty holds: same snapshot version and not yet expired."""
         return now < self.penalty_until and self.penalty_version == version
+
+    def slowness(self, now: float, memory: float) -> float:
+        """Expected time of a typical request here / on the fleet (1.0 when unknown).
+
+        The evidence fades towards 1.0 with time constant ``memory`` seconds since this chute's
+        last measurement, so a chute that was slow and then got no traffic is tried again."""
+        f = self.fleet
+        if f is None or self.tpot_ewma is None:
+            return 1.0
+        mine = f.expected(self.ttft_ewma, self.tpot_ewma)
+        ref = f.reference
+        if mine is None or ref is None or not ref > 0.0:
+            return 1.0
+        ratio = mine / ref
+        age = now - self.pace_t
+        if age > 0.0 and memory > 0.0:
+            ratio = 1.0 + (ratio - 1.0) * math.exp(-age / memory)
+        return ratio
 
     def error_at(self, now: float) -> float:
         """The error score decayed to ``now`` (0 = healthy, 1 = every recent request failed)."""
@@ -104,6 +165,7 @@ class _Open:
     started: float
     epoch: int
     first_token: bool = False
+    ttft: float = -1.0
 
 
 @dataclass(slots=True, eq=False)
@@ -113,8 +175,11 @@ class LiveState:
     penalty_seconds: float = 30.0
     error_half_life: float = 30.0
     ewma_alpha: float = 0.2
+    fleet_alpha: float = 0.05  # the fleet's typical request averages over every chute: steadier
+    fleet_every: float = 1.0  # seconds between recomputations of the fleet's reference time
     error_step: float = 0.5  # each error moves the score this fraction of the way to 1
     chutes: dict[str, ChuteLive] = field(default_factory=dict)
+    fleet: FleetPace = field(default_factory=FleetPace)
     snapshot_version: object = None
     anomalies: dict[str, int] = field(
         default_factory=lambda: {"unknown_token": 0, "double_end": 0, "bad_outcome": 0}
@@ -124,11 +189,14 @@ class LiveState:
     _next_token: int = 1
     _epoch: int = 0
 
+    def __post_init__(self) -> None:
+        self.fleet.every = self.fleet_every
+
     def chute(self, chute_id: str) -> ChuteLive:
         """The (long-lived) record for ``chute_id``, created on first use."""
         c = self.chutes.get(chute_id)
         if c is None:
-            c = ChuteLive(chute_id, error_half_life=self.error_half_life)
+            c = ChuteLive(chute_id, error_half_life=self.error_half_life, fleet=self.fleet)
             self.chutes[chute_id] = c
         return c
 
@@ -151,11 +219,16 @@ class LiveState:
         o.first_token = True
         dt = now - o.started
         if dt >= 0.0 and dt == dt:
+            o.ttft = dt
             c = o.chute
-            c.ttft_ewma = dt if c.ttft_ewma is None else c.ttft_ewma + self.ewma_alpha * (dt - c.ttft_ewma)
+            c.ttft_ewma = _ewma(c.ttft_ewma, dt, self.ewma_alpha)
+            self.fleet.ttft_ewma = _ewma(self.fleet.ttft_ewma, dt, self.fleet_alpha)
 
-    def on_end(self, token: int, now: float, outcome: str = "success") -> None:
-        """The request finished. Unknown tokens and second ends are counted, never raised."""
+    def on_end(self, token: int, now: float, outcome: str = "success", tokens: float | None = None) -> None:
+        """The request finished. Unknown tokens and second ends are counted, never raised.
+
+        ``tokens``: output tokens of a successful response when known (any positive measure of
+        the work done, e.g. the service demand in a simulation); feeds the decode-pace EWMAs."""
         o = self._open.pop(token, None)
         if o is None:
             if token in self._ended:
@@ -175,7 +248,16 @@ class LiveState:
         if outcome == "success":
             dt = now - o.started
             if dt >= 0.0 and dt == dt:
-                c.latency_ewma = dt if c.latency_ewma is None else c.latency_ewma + self.ewma_alpha * (dt - c.latency_ewma)
+                c.latency_ewma = _ewma(c.latency_ewma, dt, self.ewma_alpha)
+                if tokens is not None and tokens == tokens and 0.0 < tokens < math.inf:
+                    ttft = o.ttft if o.ttft >= 0.0 else (c.ttft_ewma or self.fleet.ttft_ewma or 0.0)
+                    tpot = max(0.0, dt - ttft) / tokens
+                    c.tpot_ewma = _ewma(c.tpot_ewma, tpot, self.ewma_alpha)
+                    c.pace_t = now
+                    f = self.fleet
+                    f.tokens_ewma = _ewma(f.tokens_ewma, float(tokens), self.fleet_alpha)
+                    if not 0.0 <= now - f.computed_at < f.every or f.ref_tpot is None:  # (clock steps too)
+                        f.recompute(self.chutes.values(), now)
         elif outcome == "rate_limited":
             c.rate_limited_total += 1
             c.penalty_until = now + self.penalty_seconds
@@ -270,6 +352,10 @@ def aggregate_remote(
             mine = mark_from.chutes.get(cid)
             rc.own_started_mark = mine.started_total if mine is not None else 0
     return out
+
+
+def _ewma(old: float | None, x: float, alpha: float) -> float:
+    return x if old is None else old + alpha * (x - old)
 
 
 def _float(v: object) -> float:

@@ -136,3 +136,15 @@ def ttft_seconds(kwargs: Mapping[str, Any], start_time: Any) -> float | None:
         value = (first - start_time).total_seconds()
         return value if value >= 0 else None
     return None
+
+
+def completion_tokens(response_obj: Any) -> float | None:
+    """Output tokens of a successful response (``usage.completion_tokens``), None when unknown.
+
+    LiteLLM hands the success callback its ModelResponse (for streams, the assembled one), whose
+    ``usage`` is an object; a plain dict (as some paths log) is read the same way."""
+    usage = response_obj.get("usage") if isinstance(response_obj, Mapping) else getattr(response_obj, "usage", None)
+    value = usage.get("completion_tokens") if isinstance(usage, Mapping) else getattr(usage, "completion_tokens", None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < 1e9 else None
