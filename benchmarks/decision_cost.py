@@ -31,6 +31,9 @@ def build(n: int, rng: random.Random) -> tuple[list[Candidate], LiveState]:
         for _ in range(rng.randrange(0, 4)):
             live.on_start(cid, 0.0)
         live.chute(cid).latency_ewma = 10.0
+        # decode pace measured on every chute (one in ten markedly slow): the slowness path runs
+        tok = live.on_start(cid, 0.0)
+        live.on_end(tok, 30.0 if i % 10 == 0 else 10.0, "success", tokens=100)
         rem = RemoteCounts(in_flight=int(cap * util), new_inflight=rng.randrange(0, 4), measured_at=0.5)
         cands.append(Candidate(cid, cap, util, live=live.chute(cid), remote=rem))
     return cands, live

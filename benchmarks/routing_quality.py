@@ -10,6 +10,9 @@ Compares routing strategies IN ONE RUN, one after the other, each on a freshly s
     weighted-shuffle    random in proportion to capacity (the fair baseline)
     least-busy          LiteLLM's own least-busy (ROUTING_STRATEGY=passthrough + routing_strategy: least-busy)
 
+Opt-in ablation (--strategies headroom,headroom-no-slow): headroom with ROUTING_SLOW_RATIO=0
+(slow chutes not treated as overflow).
+
 Fleet: 8 chutes whose capacities (instances x concurrency) differ tenfold, mean idle service ~8 s
 (few, slow tokens: the proxies' CPU must not be the bottleneck on 2 shared cores). The
 utilization refresh lag is 30 s (--refresh, Chutes: 30-120 s) plus up to --poll-interval.
@@ -64,6 +67,10 @@ STRATEGIES: dict[str, tuple[str, str]] = {
     "least-busy": ("passthrough", "least-busy"),
 }
 DEFAULT = "headroom"
+#: opt-in ablations: label -> (hook strategy, LiteLLM strategy, extra proxy environment)
+ABLATIONS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "headroom-no-slow": ("headroom", "simple-shuffle", {"ROUTING_SLOW_RATIO": "0"}),
+}
 
 #: Targets of issue 6 that apply to the real stack: (baseline, metric, max ratio default/baseline).
 TARGETS: list[tuple[str, str, float]] = [
@@ -257,7 +264,7 @@ async def drive(plan: Plan, urls: list[str], sim: SimulatorProcess, degrade_chut
 # ---------------------------------------------------------------------------- one strategy
 def run_strategy(name: str, plan: Plan, args: argparse.Namespace, chutes: list[dict[str, Any]], redis: RedisServer,
                  workdir: Path) -> dict[str, Any]:
-    hook_strategy, litellm_strategy = STRATEGIES[name]
+    hook_strategy, litellm_strategy, extra_env = ABLATIONS.get(name) or (*STRATEGIES[name], {})
     log(f"== {name}: starting simulator, poller, {args.replicas} proxy replicas x {args.workers} workers")
     sdir = workdir / name
     config = litellm_config(sdir, chutes, routing_strategy=litellm_strategy, with_hook=True)
@@ -270,7 +277,8 @@ def run_strategy(name: str, plan: Plan, args: argparse.Namespace, chutes: list[d
         poller = PollerProcess(sim.base_url, redis.url, prefix, config=config, interval=args.poll_interval,
                                env={"LOG_LEVEL": "warning"}, log_dir=str(sdir))
         proxies = [ProxyProcess(sim.openai_base, redis.url, MASTER_KEY, prefix, config=config, workers=args.workers,
-                                strategy=hook_strategy, env={"LOG_LEVEL": "warning"}, log_dir=str(sdir / f"proxy{r}"))
+                                strategy=hook_strategy, env={"LOG_LEVEL": "warning", **extra_env},
+                                log_dir=str(sdir / f"proxy{r}"))
                    for r in range(args.replicas)]
         for r, p in enumerate(proxies):
             (sdir / f"proxy{r}").mkdir(parents=True, exist_ok=True)
@@ -572,9 +580,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.concurrency, args.load, args.step_load, args.request_timeout = 1, 0.4, 0.6, 30.0
         args.duration, args.replicas = 4.0, 1  # proxy start-up (LiteLLM import) dominates; 1 replica halves it
     args.strategy_list = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [s for s in args.strategy_list if s not in STRATEGIES]
+    unknown = [s for s in args.strategy_list if s not in STRATEGIES and s not in ABLATIONS]
     if unknown or not args.strategy_list:
-        ap.error(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        ap.error(f"unknown strategies {unknown}; choose from {', '.join([*STRATEGIES, *ABLATIONS])}")
     return args
 
 

@@ -74,6 +74,13 @@ def _nonneg_float(raw: str) -> float:
     return value
 
 
+def _slow_ratio(raw: str) -> float:
+    value = _nonneg_float(raw)
+    if 0 < value <= 1:
+        raise ValueError("must be 0 (off) or > 1")
+    return value
+
+
 def _pos_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -145,6 +152,7 @@ class Settings:
     litellm_port: int = _var("LITELLM_PORT", _port, "4000", "Port the proxy listens on (natively); with Compose, the host port of the front door (the proxies listen on 4000 inside)")
     litellm_workers: int = _var("LITELLM_WORKERS", _pos_int, "2", "Worker processes per proxy replica")
     routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), least-utilization (the seed's rule), shuffle, weighted-shuffle, passthrough (leave it to LiteLLM)")
+    routing_slow_ratio: float = _var("ROUTING_SLOW_RATIO", _slow_ratio, "1.5", "headroom: a chute whose typical request takes more than this many times as long as on the fleet's median chute serves only as overflow; 0 = off")
     snapshot_stale_seconds: float = _var("SNAPSHOT_STALE_SECONDS", _pos_float, "120", "A snapshot the poller fetched longer ago than this is ignored; routing runs on live signals alone")
     snapshot_refresh_seconds: float = _var("SNAPSHOT_REFRESH_SECONDS", _pos_float, "5", "How often each proxy worker re-reads the snapshot besides pub/sub announcements")
     inflight_publish_seconds: float = _var("INFLIGHT_PUBLISH_SECONDS", _pos_float, "1", "How often each proxy worker publishes its in-flight counts for the other replicas")

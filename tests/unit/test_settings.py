@@ -21,7 +21,7 @@ def test_defaults_parse():
 @pytest.mark.parametrize(
     "name,value",
     [("POLL_INTERVAL_SECONDS", "abc"), ("POLL_INTERVAL_SECONDS", "-1"), ("POLL_INTERVAL_SECONDS", "nan"),
-     ("LITELLM_PORT", "70000"), ("ROUTING_STRATEGY", "argmin"), ("LITELLM_WORKERS", "0"), ("LOG_LEVEL", "loud")],
+     ("LITELLM_PORT", "70000"), ("ROUTING_STRATEGY", "argmin"), ("ROUTING_SLOW_RATIO", "0.8"), ("LITELLM_WORKERS", "0"), ("LOG_LEVEL", "loud")],
 )
 def test_malformed_value_names_the_variable(name, value):
     with pytest.raises(SettingsError, match=re.escape(name)):

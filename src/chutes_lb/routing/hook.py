@@ -25,6 +25,7 @@ import socket
 import time
 import uuid
 from collections import Counter as Tally
+from dataclasses import replace
 from typing import Any, Mapping
 
 from litellm.integrations.custom_logger import CustomLogger
@@ -49,6 +50,8 @@ class ChutesRoutingHook(CustomLogger):
         super().__init__()
         self.settings = settings or load_settings()
         self.strategy = self.settings.routing_strategy
+        ratio = self.settings.routing_slow_ratio
+        self.params = replace(DEFAULT_PARAMS, use_speed=ratio > 0, slow_ratio=ratio or DEFAULT_PARAMS.slow_ratio)
         self.chutes: dict[str, ChuteRef] = {c.chute_id: c for c in load_chutes(self.settings.litellm_config_path)}
         self.rng = rng or random.Random()
         self.live = LiveState()
@@ -95,7 +98,8 @@ class ChutesRoutingHook(CustomLogger):
         snap = self.usable_snapshot(now)
         cands = self._candidates(snap, tuple(by_id))
         result = decide(cands, self.strategy, self.rng, now=now, excluded=failed, replicas=self.replicas,
-                        snapshot_version=self.live.snapshot_version, explain=log.isEnabledFor(logging.DEBUG))
+                        snapshot_version=self.live.snapshot_version, params=self.params,
+                        explain=log.isEnabledFor(logging.DEBUG))
         choice = result.chute_id
         chute = self.chutes.get(choice)
         label = chute.name if chute else "unconfigured"
@@ -330,7 +334,7 @@ class ChutesRoutingHook(CustomLogger):
         ids = tuple(self.chutes)
         cands = self._candidates(snap, ids)
         result = decide(cands, "headroom", random.Random(0), now=now, replicas=self.replicas,
-                        snapshot_version=self.live.snapshot_version, explain=True)
+                        snapshot_version=self.live.snapshot_version, params=self.params, explain=True)
         if result.headroom:
             self.last_headroom = dict(zip(cands.ids, result.headroom))
             for chute_id, room in self.last_headroom.items():
@@ -386,9 +390,9 @@ class ChutesRoutingHook(CustomLogger):
                 "latency_ewma_seconds": live.latency_ewma if live else None,
                 "ttft_ewma_seconds": live.ttft_ewma if live else None,
                 "decode_seconds_per_token_ewma": live.tpot_ewma if live else None,
-                "slowness_vs_fleet": round(live.slowness(now, DEFAULT_PARAMS.speed_memory), 3) if live else 1.0,
-                "slow_overflow_only": bool(live and live.tpot_ewma is not None
-                                           and live.slowness(now, DEFAULT_PARAMS.speed_memory) > DEFAULT_PARAMS.slow_ratio),
+                "slowness_vs_fleet": round(live.slowness(now, self.params.speed_memory), 3) if live else 1.0,
+                "slow_overflow_only": bool(self.params.use_speed and live and live.tpot_ewma is not None
+                                           and live.slowness(now, self.params.speed_memory) > self.params.slow_ratio),
                 "recent_429_penalty": bool(live and live.penalized(now, self.live.snapshot_version)),
             })
         return {
