@@ -135,8 +135,12 @@ backend be
 
 # ---------------------------------------------------------------------------- load
 def _unit_ms(value: str) -> float:
-    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
-    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)] if m else float("nan")
+    """wrk's time format (format_time_us): a number with us, ms, s, m or h."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value.strip())
+    if not m:
+        log(f"  (unparsed wrk latency {value!r}: reported as n/a)")
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}[m.group(2)]
 
 
 def answered(url: str, model: str, timeout: float = 90.0) -> None:
@@ -326,7 +330,7 @@ def write_report(out_dir: Path, info: dict[str, str], args: argparse.Namespace, 
                   f"({args.workers} workers) in paired runs. The passthrough row is not a deployable configuration (no "
                   "routing): it shows how much of the gap is the routing decision and its bookkeeping versus the rest "
                   "of our app (middleware, metrics).", ""]
-    lines += ["The routing decision alone: `benchmarks/decision_cost.py` (microbenchmark, another engineer's).", ""]
+    lines += ["The routing decision alone: `benchmarks/decision_cost.py` (microbenchmark; see BENCHMARKS.md).", ""]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     (out_dir / "results.json").write_text(json.dumps({"info": info, "args": vars(args), "side_by_side": main, "tuning": tune,

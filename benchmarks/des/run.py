@@ -27,7 +27,7 @@ from benchmarks.des.theory import erlang_b, mm1_sojourn, supermarket_sojourn
 CORE = ["headroom", "least-utilization", "shuffle", "weighted-shuffle", "least-busy", "oracle-p2c", "oracle-jsq"]
 ABLATIONS = ["headroom:findings", "headroom:no-remote", "headroom:remote-only", "headroom:sharepen",
              "headroom:no-penalty", "headroom:no-third", "headroom:best-sampled", "headroom:scan",
-             "headroom:no-survival", "headroom:uniform"]
+             "headroom:no-survival", "headroom:uniform", "headroom:no-speed"]
 
 
 def log(msg: str) -> None:
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             # load 0.8 so the fleet stays stable after the biggest chute halves its speed (0.92)
             extra = {"load": 0.8, "changes": [(n_req / (0.8 * sum(caps)) / 3, "speed", big, 0.5),
                                               (n_req / (0.8 * sum(caps)) / 3, "errors", big, 0.3)]}
-            strategies = CORE + ["headroom:no-errors"]
+            strategies = CORE + ["headroom:no-errors", "headroom:no-speed"]
     if a.strategies:
         strategies = a.strategies.split(",")
     modes = a.modes.split(",")
