@@ -29,6 +29,7 @@ PROXY_METRICS = {
     "chutes_lb_upstream_requests_total",
     "chutes_lb_failovers_total",
     "chutes_lb_chute_headroom_slots",
+    "chutes_lb_chute_slowness_ratio",
 }
 POLLER_METRICS = {
     "chutes_lb_poller_poll_duration_seconds",

@@ -19,6 +19,7 @@ UPSTREAM = Counter("chutes_lb_upstream_requests", "Upstream attempts by chute an
 LATENCY = Histogram("chutes_lb_upstream_latency_seconds", "Upstream attempt latency (whole response)", ["chute"], buckets=_LATENCY_BUCKETS)
 TTFT = Histogram("chutes_lb_time_to_first_token_seconds", "Time to first token of streamed responses", ["chute"], buckets=_TTFT_BUCKETS)
 INFLIGHT = Gauge("chutes_lb_inflight_requests", "Requests open to each chute (this replica, all workers)", ["chute"], multiprocess_mode="livesum")
+SLOWNESS = Gauge("chutes_lb_chute_slowness_ratio", "Typical request time on each chute / on the fleet's median chute, from this replica's responses (1 = ordinary; above ROUTING_SLOW_RATIO the chute is overflow only; max over workers)", ["chute"], multiprocess_mode="livemax")
 HEADROOM = Gauge("chutes_lb_chute_headroom_slots", "Estimated free slots per chute (last estimate of any worker)", ["chute"], multiprocess_mode="livemax")
 SNAPSHOT_AGE = Gauge("chutes_lb_snapshot_age_seconds", "Age of the utilization snapshot the workers route on (max over workers)", multiprocess_mode="livemax")
 SNAPSHOT_USABLE = Gauge("chutes_lb_snapshot_usable", "1 when the worker routes with a fresh snapshot, 0 on live signals alone (min over workers)", multiprocess_mode="livemin")

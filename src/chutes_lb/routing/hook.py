@@ -339,6 +339,9 @@ class ChutesRoutingHook(CustomLogger):
             self.last_headroom = dict(zip(cands.ids, result.headroom))
             for chute_id, room in self.last_headroom.items():
                 m.HEADROOM.labels(self.chutes[chute_id].name).set(room if room > -1e9 else -1)
+        for chute_id, ref in self.chutes.items():
+            live = self.live.chutes.get(chute_id)
+            m.SLOWNESS.labels(ref.name).set(live.slowness(now, self.params.speed_memory) if live else 1.0)
 
     def _sweep(self, now: float) -> None:
         """Forget attempts whose callback never came (client gone): bounded memory, honest counts."""
