@@ -157,6 +157,7 @@ class Settings:
     snapshot_refresh_seconds: float = _var("SNAPSHOT_REFRESH_SECONDS", _pos_float, "5", "How often each proxy worker re-reads the snapshot besides pub/sub announcements")
     inflight_publish_seconds: float = _var("INFLIGHT_PUBLISH_SECONDS", _pos_float, "1", "How often each proxy worker publishes its in-flight counts for the other replicas")
     proxy_max_body_bytes: int = _var("PROXY_MAX_BODY_BYTES", _pos_int, "8388608", "Completion requests with a larger body are refused with 413")
+    proxy_header_timeout_seconds: float = _var("PROXY_HEADER_TIMEOUT_SECONDS", _pos_float, "30", "A client that has not sent its whole request line and headers after this long gets 408 and is disconnected (slow-loris)")
     proxy_body_timeout_seconds: float = _var("PROXY_BODY_TIMEOUT_SECONDS", _pos_float, "60", "A client that has not sent its whole completion request body after this long gets 408 (slow clients)")
     proxy_request_timeout_seconds: float = _var("PROXY_REQUEST_TIMEOUT_SECONDS", _pos_float, "600", "Live in-flight bookkeeping forgets a request after this long (client gone, no callback)")
     # --- poller

@@ -67,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     import uvicorn
 
+    from chutes_lb.proxy.protocol import HeaderTimeoutProtocol
+
     uvicorn.run(
         "chutes_lb.proxy.app:app",
         host=settings.litellm_host,
         port=settings.litellm_port,
         workers=settings.litellm_workers,
         loop="uvloop",
-        http="httptools",
+        http=HeaderTimeoutProtocol,  # httptools with a header-read timeout (slow-loris)
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=20,
