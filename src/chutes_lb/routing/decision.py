@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_PARAMS",
     "Decision",
     "decide",
+    "is_slow",
     "RandomLike",
 ]
 
@@ -251,10 +252,14 @@ def _free(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomPara
     free = cap - est
     if p.use_errors and live is not None and live.error_score > 0.0 and free > 0.0:
         free *= 1.0 - live.error_at(now)
-    if p.use_speed and live is not None and free > 0.0 and live.tpot_ewma is not None \
-            and live.slowness(now, p.speed_memory) > p.slow_ratio:
+    if free > 0.0 and live is not None and is_slow(live, now, p):
         free *= _OVERFLOW  # still > 0: beats a full chute, loses to any chute with room
     return free
+
+
+def is_slow(live: ChuteLive, now: float, p: HeadroomParams) -> bool:
+    """True when ``headroom`` treats this chute as overflow only (markedly slower than the fleet)."""
+    return p.use_speed and live.tpot_ewma is not None and live.slowness(now, p.speed_memory) > p.slow_ratio
 
 
 def _sample(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], uniform: bool) -> int:

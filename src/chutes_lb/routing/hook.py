@@ -32,7 +32,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from chutes_lb.fleet import ChuteRef, load_chutes
 from chutes_lb.proxy import metrics as m
-from chutes_lb.routing.decision import DEFAULT_PARAMS, Candidate, CandidateSet, candidate_set, decide
+from chutes_lb.routing.decision import DEFAULT_PARAMS, Candidate, CandidateSet, candidate_set, decide, is_slow
 from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote
 from chutes_lb.routing.requestinfo import (attempt_key, classify_failure, failed_ids_in_request, failure_kinds_in_request,
                                            last_failed_in_request, ttft_seconds, completion_tokens)
@@ -394,8 +394,7 @@ class ChutesRoutingHook(CustomLogger):
                 "ttft_ewma_seconds": live.ttft_ewma if live else None,
                 "decode_seconds_per_token_ewma": live.tpot_ewma if live else None,
                 "slowness_vs_fleet": round(live.slowness(now, self.params.speed_memory), 3) if live else 1.0,
-                "slow_overflow_only": bool(self.params.use_speed and live and live.tpot_ewma is not None
-                                           and live.slowness(now, self.params.speed_memory) > self.params.slow_ratio),
+                "slow_overflow_only": bool(live and is_slow(live, now, self.params)),
                 "recent_429_penalty": bool(live and live.penalized(now, self.live.snapshot_version)),
             })
         return {

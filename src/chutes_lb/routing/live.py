@@ -54,8 +54,8 @@ _LN2 = math.log(2.0)
 class FleetPace:
     """The yardstick for slowness, one per process: a typical request (request-weighted EWMAs of
     TTFT and output tokens) and the reference chute's (TTFT, decode pace): the lower median over
-    chutes of the seconds a typical request takes, chosen at most every ``every`` seconds, off the
-    decision path. :attr:`reference` is that chute's time at the *current* typical request, so a
+    chutes of the seconds a typical request takes, chosen at most every ``LiveState.fleet_every``
+    seconds, off the decision path. :attr:`reference` is that chute's time at the *current* typical request, so a
     ratio never mixes two token counts."""
 
     ttft_ewma: float | None = None
@@ -63,7 +63,6 @@ class FleetPace:
     ref_ttft: float | None = None
     ref_tpot: float | None = None
     computed_at: float = -math.inf
-    every: float = 1.0
 
     @property
     def reference(self) -> float | None:
@@ -189,9 +188,6 @@ class LiveState:
     _next_token: int = 1
     _epoch: int = 0
 
-    def __post_init__(self) -> None:
-        self.fleet.every = self.fleet_every
-
     def chute(self, chute_id: str) -> ChuteLive:
         """The (long-lived) record for ``chute_id``, created on first use."""
         c = self.chutes.get(chute_id)
@@ -256,7 +252,7 @@ class LiveState:
                     c.pace_t = now
                     f = self.fleet
                     f.tokens_ewma = _ewma(f.tokens_ewma, float(tokens), self.fleet_alpha)
-                    if not 0.0 <= now - f.computed_at < f.every or f.ref_tpot is None:  # (clock steps too)
+                    if not 0.0 <= now - f.computed_at < self.fleet_every or f.ref_tpot is None:  # (clock steps too)
                         f.recompute(self.chutes.values(), now)
         elif outcome == "rate_limited":
             c.rate_limited_total += 1

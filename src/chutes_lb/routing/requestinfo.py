@@ -119,12 +119,10 @@ def classify_failure(kwargs: Mapping[str, Any]) -> str:
     """rate_limited | timeout | error, from the exception LiteLLM attached."""
     exc = kwargs.get("exception")
     status = getattr(exc, "status_code", None)
-    name = type(exc).__name__ if exc is not None else ""
-    if status == 429 or "RateLimit" in name:
+    if status == 429:
         return "rate_limited"
-    if status == 408 or "Timeout" in name:
-        return "timeout"
-    return "error"
+    kind = _kind_of(type(exc).__name__ if exc is not None else "")
+    return "timeout" if kind == "error" and status == 408 else kind
 
 
 def ttft_seconds(kwargs: Mapping[str, Any], start_time: Any) -> float | None:
