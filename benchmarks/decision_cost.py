@@ -16,7 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from chutes_lb.routing.decision import STRATEGIES, Candidate, CandidateSet, decide  # noqa: E402
+from chutes_lb.routing.decision import STRATEGIES, decide  # noqa: E402
+from chutes_lb.routing.estimate import Candidate, CandidateSet  # noqa: E402
 from chutes_lb.routing.live import LiveState, RemoteCounts  # noqa: E402
 
 

@@ -51,6 +51,7 @@ import yaml  # noqa: E402
 
 from chutes_lb.devstack import PollerProcess, ProxyProcess  # noqa: E402
 from chutes_lb.localstack import ManagedProcess, RedisServer, free_port, wait_http, wait_port  # noqa: E402
+from chutes_lb.proxy.environment import LITELLM_OFFLINE  # noqa: E402
 from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 
 FLEET_PATH = ROOT / "simulator" / "fleet-bench.yaml"
@@ -74,7 +75,7 @@ class StockLiteLLM:
         child_env.update({
             "LITELLM_MASTER_KEY": MASTER_KEY, "CHUTES_INFERENCE_BASE": inference_base, "CHUTES_API_KEY": "bench-no-key",
             # needed offline (otherwise it downloads a cost map at import); not a tuning
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY_DISABLED": "true",
+            **LITELLM_OFFLINE,
             "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stock-metrics-"), **(env or {}),
         })
         if "LITELLM_LOG" not in (env or {}):

@@ -1,7 +1,7 @@
-"""The seed's routing module, kept as a thin entry point: LiteLLM loads this file (it sits
-beside litellm-config.yaml) and registers ``proxy_handler_instance`` as a callback.
-The routing logic lives in the shared package: chutes_lb.routing (decision.py is pure,
-hook.py adapts it to LiteLLM)."""
-from chutes_lb.routing.hook import get_hook
+"""The seed's routing module, kept as a thin entry point: LiteLLM imports it for the config's
+``litellm_settings.callbacks: ["chutes_routing.proxy_handler_instance"]``. The hook is the one
+the proxy's app factory built for this worker (chutes_lb.proxy.runtime); the routing logic lives
+in chutes_lb.routing (see docs/ARCHITECTURE.md)."""
+from chutes_lb.proxy.runtime import current
 
-proxy_handler_instance = get_hook()
+proxy_handler_instance = current().hook

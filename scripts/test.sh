@@ -28,5 +28,4 @@ if docker info >/dev/null 2>&1; then echo "   e2e:         runs (Docker engine a
 else echo "   e2e:         SKIP: no Docker engine answers (CI starts one with ../shared/container-kit)"; fi
 command -v promtool >/dev/null || echo "   promtool checks SKIP: promtool not installed (apt-get install prometheus)"
 
-export LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY_DISABLED=true
 exec "$PY" -m pytest "$@"

@@ -11,6 +11,10 @@ from typing import Iterator, Protocol
 import pytest
 
 from chutes_lb.localstack import RedisServer, free_port, wait_port
+from chutes_lb.proxy.environment import LITELLM_OFFLINE
+
+# Tests that import LiteLLM in-process need the same offline environment the proxy sets.
+os.environ.update(LITELLM_OFFLINE)
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_IMAGE = "redis:7.4-alpine"

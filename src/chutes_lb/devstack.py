@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from chutes_lb.localstack import ManagedProcess, free_port, python_module, wait_http
+from chutes_lb.proxy.environment import LITELLM_OFFLINE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "proxy" / "litellm-config.yaml"
@@ -19,7 +20,7 @@ DEFAULT_CONFIG = ROOT / "proxy" / "litellm-config.yaml"
 
 def _base_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY_DISABLED="true")
+    env.update(LITELLM_OFFLINE)  # for tools that import LiteLLM before the proxy sets it (benchmarks)
     env.update(extra or {})
     return env
 

@@ -21,6 +21,7 @@ expected and ill-typed fields are rejected. Ratios above 1 by at most
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -35,7 +36,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "SCHEMA_VERSION", "RATIO_TOLERANCE", "ChuteStats", "EntryError", "Snapshot", "SnapshotSchemaError",
-    "SnapshotLayout", "SnapshotStore", "MemorySnapshotStore", "RedisSnapshotStore",
+    "SnapshotLayout", "SnapshotStore", "Subscription", "MemorySnapshotStore", "RedisSnapshotStore",
     "parse_entry", "timestamp_order", "encode", "decode", "dumps", "loads",
 ]
 
@@ -226,12 +227,60 @@ def should_replace(cur_order: float | None, cur_fetched: float, new_order: float
     return new_fetched >= cur_fetched
 
 
+class Subscription(Protocol):
+    """Announcements of new snapshot versions (the poller's PUBLISH after each accepted write)."""
+
+    async def next(self, timeout: float) -> int | None:
+        """The next announced version (0 when unparseable), or None after ``timeout`` seconds."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class SnapshotStore(Protocol):
     async def write(self, snapshot: Snapshot) -> int | None: ...
     async def read(self) -> Snapshot | None: ...
     async def read_version(self) -> int | None: ...
+    async def subscribe(self) -> Subscription: ...
     async def publish_inflight(self, worker_id: str, counts: Mapping[str, Mapping[str, float]], now: float) -> None: ...
     async def read_inflight(self, now: float, max_age: float) -> dict[str, dict[str, Any]]: ...
+
+
+def _announced(data: Any) -> int:
+    try:
+        return int(data)
+    except (TypeError, ValueError):
+        return 0
+
+
+class _QueueSubscription:
+    def __init__(self, queue: "asyncio.Queue[int]", subscribers: list["asyncio.Queue[int]"]) -> None:
+        self._queue, self._subscribers = queue, subscribers
+
+    async def next(self, timeout: float) -> int | None:
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def close(self) -> None:
+        if self._queue in self._subscribers:
+            self._subscribers.remove(self._queue)
+
+
+class _RedisSubscription:
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    async def next(self, timeout: float) -> int | None:
+        msg = await self._pubsub.get_message(timeout=timeout)
+        return None if msg is None else _announced(msg.get("data"))
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._pubsub.aclose(), 1)
+        except Exception:  # closing a dead connection must not mask why it died
+            pass
 
 
 def _inflight_payload(counts: Mapping[str, Mapping[str, float]], now: float) -> str:
@@ -274,6 +323,7 @@ class MemorySnapshotStore:
         self._expires_at = 0.0
         self._inflight: dict[str, str] = {}
         self._inflight_expires_at = 0.0
+        self._subscribers: list[asyncio.Queue[int]] = []
 
     def _current(self) -> dict[str, str] | None:
         if self._fields is not None and self.clock() >= self._expires_at:
@@ -293,6 +343,8 @@ class MemorySnapshotStore:
         self._fields = new
         self._expires_at = self.clock() + self.ttl_seconds
         self.announcements.append(self.seq)
+        for queue in self._subscribers:
+            queue.put_nowait(self.seq)
         return self.seq
 
     async def read(self) -> Snapshot | None:
@@ -302,6 +354,11 @@ class MemorySnapshotStore:
     async def read_version(self) -> int | None:
         cur = self._current()
         return None if cur is None else int(cur["version"])
+
+    async def subscribe(self) -> Subscription:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return _QueueSubscription(queue, self._subscribers)
 
     async def publish_inflight(self, worker_id: str, counts: Mapping[str, Mapping[str, float]], now: float) -> None:
         if self.clock() >= self._inflight_expires_at:
@@ -369,6 +426,15 @@ class RedisSnapshotStore:
             return None if raw is None else int(raw)
         except ValueError:
             raise SnapshotSchemaError(f"corrupt snapshot version {raw!r}") from None
+
+    async def subscribe(self) -> Subscription:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.layout.announce)
+        except BaseException:
+            await _RedisSubscription(pubsub).close()
+            raise
+        return _RedisSubscription(pubsub)
 
     async def publish_inflight(self, worker_id: str, counts: Mapping[str, Mapping[str, float]], now: float) -> None:
         async with self.client.pipeline(transaction=True) as pipe:

@@ -156,3 +156,26 @@ def test_concurrent_writers_never_roll_back(redis_url, redis_prefix):
     assert final.api_timestamp == max(ts for w in writes for ts, _ in w)
     assert all(a[0] < b[0] and a[1] <= b[1] for a, b in zip(seen, seen[1:]) if a[0] != b[0])
     assert all(len(s) for s in seen)
+
+
+def test_subscribe_delivers_each_accepted_version_and_times_out(run):
+    """The seam the snapshot follower uses: announcements of accepted writes, None on a timeout."""
+    async def fn(store, client):
+        sub = await store.subscribe()
+        try:
+            assert await sub.next(0.2) is None  # nothing announced yet
+            v1 = await store.write(snap(fetched=1.0))
+            await store.write(snap(ts="2000-01-01T00:00:00", fetched=2.0))  # refused: never announced
+            v2 = await store.write(snap(fetched=3.0))
+            got = []
+            deadline = time.monotonic() + 3
+            while len(got) < 2 and time.monotonic() < deadline:
+                version = await sub.next(0.5)
+                if version is not None:
+                    got.append(version)
+            return v1, v2, got
+        finally:
+            await sub.close()
+
+    v1, v2, got = run(fn)
+    assert got == [v1, v2] == [1, 2]

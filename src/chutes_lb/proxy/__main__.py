@@ -3,7 +3,8 @@
 Fails fast, naming the variable, when ``LITELLM_MASTER_KEY`` is missing or when real mode
 (``DEMO_MODE=false``) has no ``CHUTES_API_KEY``. Nothing is fetched from the internet at
 start-up (LiteLLM's cost-map download and telemetry are switched off). Workers are uvicorn
-processes serving ``chutes_lb.proxy.app:app`` (LiteLLM's app plus our routes and middleware).
+processes, each building its app with the factory ``chutes_lb.proxy.app:create_app`` (LiteLLM's
+app plus our routes and middleware).
 """
 from __future__ import annotations
 
@@ -14,42 +15,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chutes_lb.fleet import FleetError, load_chutes
 from chutes_lb.entry import start_service
+from chutes_lb.fleet import FleetError, load_chutes
+from chutes_lb.proxy import environment
 from chutes_lb.settings import Settings, SettingsError
 
 log = logging.getLogger("chutes_lb.proxy")
 
-DEMO_PLACEHOLDER_KEY = "demo-mode-no-chutes-key"
-
 
 def prepare_environment(settings: Settings, environ: dict[str, str]) -> None:
-    """Everything LiteLLM and our workers read from the environment, set once here."""
-    settings.require("litellm_master_key")
-    if settings.litellm_master_key.get() == "sk-1234":
-        raise SettingsError("LITELLM_MASTER_KEY: the sample value sk-1234 is refused; choose a secret")
-    if not settings.demo_mode:
-        settings.require("chutes_api_key")
-    elif not settings.chutes_api_key:
-        environ["CHUTES_API_KEY"] = DEMO_PLACEHOLDER_KEY  # the simulator ignores it
-    config = Path(settings.litellm_config_path).resolve()
-    chutes = load_chutes(config)  # fail fast on a broken model list
-    environ.update(
-        CONFIG_FILE_PATH=str(config),
-        LITELLM_CONFIG_PATH=str(config),
-        LITELLM_MASTER_KEY=settings.litellm_master_key.get(),
-        CHUTES_INFERENCE_BASE=settings.chutes_inference_base,
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
-        LITELLM_TELEMETRY_DISABLED="true",
-        LITELLM_DONT_SHOW_FEEDBACK_BOX="true",
-        LITELLM_LOG=environ.get("LITELLM_LOG", "ERROR"),
-    )
-    # prometheus-client multiprocess mode: one directory shared by the workers, emptied at start.
+    """Validate, then set what LiteLLM and the workers read (chutes_lb.proxy.environment) and
+    empty the prometheus-client multiprocess directory the workers share."""
+    environment.validate(settings)
+    chutes = load_chutes(Path(settings.litellm_config_path).resolve())  # fail fast on a broken model list
+    environment.apply(settings, environ)
     mp_dir = environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(), f"chutes-lb-metrics-{settings.litellm_port}")
     shutil.rmtree(mp_dir, ignore_errors=True)
     os.makedirs(mp_dir, exist_ok=True)
     environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
-    log.info("%d chutes configured from %s: %s", len(chutes), config, ", ".join(c.name for c in chutes))
+    log.info("%d chutes configured from %s: %s", len(chutes), environ["CONFIG_FILE_PATH"], ", ".join(c.name for c in chutes))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from chutes_lb.proxy.protocol import HeaderTimeoutProtocol
 
     uvicorn.run(
-        "chutes_lb.proxy.app:app",
+        "chutes_lb.proxy.app:create_app",
+        factory=True,
         host=settings.litellm_host,
         port=settings.litellm_port,
         workers=settings.litellm_workers,

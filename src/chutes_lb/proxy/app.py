@@ -20,7 +20,10 @@ from typing import Any, Awaitable, Callable
 import orjson
 
 from chutes_lb.logs import setup_logging
+from chutes_lb.proxy import environment, protocol
 from chutes_lb.proxy.errors import openai_error_body
+from chutes_lb.proxy.info import install_info_route
+from chutes_lb.proxy.metrics import metrics_payload
 from chutes_lb.proxy.validation import RequestRejected, validate_completion_body, validate_json_object
 from chutes_lb.settings import load_settings
 
@@ -42,7 +45,6 @@ SERVED_PATHS = frozenset({
     "/v1/chat/completions", "/chat/completions", "/v1/completions", "/completions",
     "/v1/models", "/models", "/model/info", "/v1/model/info", "/info", "/health",
 }) | PUBLIC_PATHS
-LITELLM_REDIS_VARS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_USERNAME", "REDIS_SSL", "REDIS_CLUSTER_NODES", "REDIS_SENTINEL_NODES")
 COMPLETION_PATHS = {
     "/v1/chat/completions": "chat", "/chat/completions": "chat",
     "/v1/completions": "text", "/completions": "text",
@@ -242,49 +244,35 @@ def _normalise_error(status: int, body: bytes) -> bytes | None:
     return orjson.dumps(openai_error_body(message, type_, str(status)))
 
 
-def _metrics_payload() -> bytes:
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    return generate_latest(registry)
-
-
-def build_app() -> Any:
+def create_app() -> Any:
+    """The app factory (uvicorn ``factory=True``): settings read once in this worker process,
+    the environment set before LiteLLM is imported, the routing runtime built and installed,
+    then LiteLLM's app with our routes and middleware."""
     settings = load_settings()
-    settings.require("litellm_master_key")
+    environment.validate(settings)
     setup_logging(settings.log_level, settings.secrets())  # each worker is a fresh process
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_TELEMETRY_DISABLED", "true")
-    from chutes_lb.routing import hook
+    environment.apply(settings, os.environ)
+    protocol.configure(settings.proxy_header_timeout_seconds)
+    from chutes_lb.proxy import runtime  # imports LiteLLM (the hook's base class): after the environment is set
 
-    hook.configure(settings)  # the hook uses these settings, read before LiteLLM touches the env
+    rt = runtime.build_runtime(settings)
+    runtime.install(rt)
     from litellm.proxy import proxy_server  # (imports litellm, which loads .env into os.environ)
 
-    from chutes_lb.proxy.info import install_info_route
-
-    # LiteLLM turns any REDIS_* variable into a "coordination Redis" it calls on every request
-    # (rate-limit counters). Our Redis is for the snapshot only, read off the request path.
-    for name in LITELLM_REDIS_VARS:
-        os.environ.pop(name, None)
-
+    environment.after_litellm_import(os.environ)
     inner = proxy_server.app
-    install_info_route(inner)
+    install_info_route(inner, rt.core)
 
     def ready() -> bool:
-        return proxy_server.llm_router is not None and hook.get_hook().snapshot_checked
+        return proxy_server.llm_router is not None and rt.core.snapshot_checked
 
     inner.add_middleware(
         FrontMiddleware,  # type: ignore[arg-type]
         master_key=settings.litellm_master_key.get(),
         max_body_bytes=settings.proxy_max_body_bytes,
         body_timeout=settings.proxy_body_timeout_seconds,
-        metrics=_metrics_payload,
+        metrics=metrics_payload,
         ready=ready,
-        on_first_request=lambda: hook.get_hook().ensure_started(),
+        on_first_request=rt.tasks.start,
     )
     return inner
-
-
-app = build_app()

@@ -1,15 +1,63 @@
-"""``GET /info``: deployments, routing strategy, snapshot age and per-chute headroom as this
-worker sees them (protected by the master key like every non-probe route)."""
+"""``GET /info``: the routing state of the worker that answers (strategy, snapshot, per chute the
+snapshot figures, live counts, the latest estimate, latency EWMAs, slowness and the 429 hold),
+rendered from what the routing core keeps fresh whatever the log level. Protected by the master
+key like every non-probe route."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from chutes_lb.routing.core import RoutingCore
+from chutes_lb.routing.estimate import is_slow
 
-def install_info_route(app: Any) -> None:
-    from chutes_lb.routing.hook import get_hook
 
+def render(core: RoutingCore) -> dict[str, Any]:
+    now = core.clock()
+    snap = core.snapshot
+    chutes = []
+    for chute_id, ref in core.chutes.items():
+        stats = snap.chutes.get(chute_id) if snap else None
+        live = core.live.chute(chute_id)
+        remote = core.remote.get(chute_id)
+        est = core.estimates.get(chute_id)
+        chutes.append({
+            "chute_id": chute_id, "name": ref.name, "concurrency_per_instance": ref.concurrency,
+            "snapshot": None if stats is None else {
+                "utilization_current": stats.utilization_current, "utilization_5m": stats.utilization_5m,
+                "rate_limit_ratio_5m": stats.rate_limit_ratio_5m, "active_instance_count": stats.active_instance_count,
+            },
+            "in_flight_this_worker": live.in_flight,
+            "in_flight_other_workers": remote.in_flight if remote else 0,
+            "estimated_headroom_slots": None if est is None or est.penalized else _finite(est.free),
+            "latency_ewma_seconds": live.latency_ewma,
+            "ttft_ewma_seconds": live.ttft_ewma,
+            "decode_seconds_per_token_ewma": live.tpot_ewma,
+            "slowness_vs_fleet": round(live.slowness(now, core.params.speed_memory), 3),
+            "slow_overflow_only": is_slow(live, now, core.params),
+            "recent_429_penalty": core.penalty_active(chute_id),
+        })
+    return {
+        "strategy": core.strategy,
+        "worker": core.worker_id,
+        "estimated_at_age_seconds": None if core.estimated_at is None else round(now - core.estimated_at, 3),
+        "snapshot": {
+            "state": core.snapshot_state,
+            "version": snap.version if snap else None,
+            "age_seconds": round(snap.age(now), 3) if snap else None,
+            "api_timestamp": snap.api_timestamp if snap else None,
+            "stale_after_seconds": core.config.stale_seconds,
+        },
+        "deployments": chutes,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 3) if math.isfinite(value) else None
+
+
+def install_info_route(app: Any, core: RoutingCore) -> None:
     async def info() -> dict[str, Any]:
         """Routing state of the worker that answers: strategy, snapshot, per-chute headroom."""
-        return get_hook().info()
+        return render(core)
 
     app.add_api_route("/info", info, methods=["GET"], tags=["chutes-lb"], summary="Routing state: deployments, strategy, snapshot age, headroom")

@@ -18,18 +18,21 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from chutes_lb.proxy.errors import openai_error_body
-from chutes_lb.settings import load_settings
 
 log = logging.getLogger("chutes_lb.proxy")
 
 _timeout: float | None = None
 
 
-def header_timeout() -> float:
-    """PROXY_HEADER_TIMEOUT_SECONDS, read once per process."""
+def configure(seconds: float) -> None:
+    """PROXY_HEADER_TIMEOUT_SECONDS, from the settings the app factory read (before any connection)."""
     global _timeout
+    _timeout = seconds
+
+
+def header_timeout() -> float:
     if _timeout is None:
-        _timeout = load_settings().proxy_header_timeout_seconds
+        raise RuntimeError("HeaderTimeoutProtocol used before the app factory configured it")
     return _timeout
 
 

@@ -1,85 +1,56 @@
-"""Per-process live bookkeeping for routing: pure, no I/O, clock injected as ``now`` arguments.
+"""Per-process live bookkeeping for routing, and the in-flight exchange between workers. Pure: no
+I/O, the clock is passed in as ``now``.
 
-One :class:`LiveState` per worker process. The hook calls ``on_start`` when it sends a request to
-a chute, ``on_first_token`` when the first byte/token arrives, ``on_end`` when it finishes (with an
-:data:`Outcome`), and ``on_snapshot`` when it adopts a new utilization snapshot. Every call is O(1)
-and never raises on unknown tokens or double ends (they are counted in ``anomalies``).
+One :class:`LiveState` per worker process. The routing core calls ``on_start`` when it sends a
+request to a chute, ``on_first_token`` when the first token arrives, ``on_end`` when it finishes
+(with an :data:`Outcome`) and ``on_snapshot`` when it adopts a new utilization snapshot. Every
+call is O(1) and never raises on unknown tokens or double ends (they are counted in ``anomalies``).
 
-Per chute (:class:`ChuteLive`, long-lived and mutated in place so a decision can hold a reference):
+Per chute (:class:`ChuteLive`, long-lived and mutated in place so a candidate can hold a reference):
 
-- ``in_flight``: requests open now;
-- ``new_inflight``: started since the current snapshot was adopted and still open;
-- ``open_at_adoption`` / ``old_open``: requests open at adoption / how many of those are still open,
-  so ``survival = old_open / open_at_adoption`` (1.0 when none were open);
+- ``in_flight``: requests open now; ``new_inflight``: started since the current snapshot was
+  adopted and still open; ``open_at_adoption`` / ``old_open``: requests open at adoption / how
+  many of those are still open, so ``survival = old_open / open_at_adoption`` (1.0 when none);
 - ``latency_ewma`` / ``ttft_ewma``: recent latency and time to first token (seconds, None = unknown);
-- ``tpot_ewma``: recent decode time per output token (seconds; from requests whose token count is
-  known), with ``pace_t`` the time of its last update. With :class:`FleetPace` it gives
-  :meth:`ChuteLive.slowness`: how much longer a typical request (fleet-average TTFT and token count)
-  takes on this chute than on the fleet's median chute (1.0 = ordinary; evidence fades with
-  ``memory``). The median, not a traffic-weighted average, so one big chute slowing down cannot
-  drag the yardstick with it;
-- ``last_429_at`` / ``penalty_until`` / ``penalty_version``: after a 429 the chute may count as
-  full until the next snapshot is adopted or ``penalty_seconds`` pass, whichever comes first (the
-  decision shortens the hold to about the time one slot takes to free, see decision.py);
+- ``tpot_ewma``: recent decode time per output token, with ``pace_t`` the time of its last update;
+  :meth:`ChuteLive.slowness` compares it with the fleet (:mod:`chutes_lb.routing.pace`);
+- ``last_429_at`` / ``penalty_until`` / ``penalty_version``: a 429 opens a hold that belongs to the
+  current snapshot version and lasts at most ``penalty_seconds``; the decision shortens it to about
+  the time one slot takes to free (:func:`chutes_lb.routing.estimate.penalty_active`);
 - ``error_score``: a decaying score in [0, 1] bumped by errors and timeouts (half-life
   ``error_half_life``), read through :meth:`ChuteLive.error_at`.
 
-:meth:`LiveState.export_counts` gives the small per-chute dict the hook publishes for the other
-workers; :func:`aggregate_remote` sums those exports into :class:`RemoteCounts` (also long-lived,
-updated in place) that :mod:`chutes_lb.routing.decision` reads.
+The exchange: each worker publishes :meth:`LiveState.export_counts` with the time it measured
+them; :func:`exchange` folds the other workers' exports into per-chute :class:`RemoteCounts` (long
+lived, updated in place) that the estimate reads. The proxy's in-flight loop and the DES both call
+:func:`exchange`, so the simulation measures the production path.
+
+Must not import: Redis, HTTP clients, LiteLLM, prometheus_client, or anything in ``chutes_lb.proxy``.
 """
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Literal, Mapping
+
+from chutes_lb.routing.pace import FleetPace, slowness_ratio
 
 __all__ = [
     "Outcome",
     "OUTCOMES",
     "ChuteLive",
-    "FleetPace",
     "RemoteCounts",
     "LiveState",
     "aggregate_remote",
+    "exchange",
 ]
 
 Outcome = Literal["success", "rate_limited", "error", "timeout"]
 OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout")
 
 _LN2 = math.log(2.0)
-
-
-@dataclass(slots=True, eq=False)
-class FleetPace:
-    """The yardstick for slowness, one per process: a typical request (request-weighted EWMAs of
-    TTFT and output tokens) and the reference chute's (TTFT, decode pace): the lower median over
-    chutes of the seconds a typical request takes, chosen at most every ``LiveState.fleet_every``
-    seconds, off the decision path. :attr:`reference` is that chute's time at the *current* typical request, so a
-    ratio never mixes two token counts."""
-
-    ttft_ewma: float | None = None
-    tokens_ewma: float | None = None
-    ref_ttft: float | None = None
-    ref_tpot: float | None = None
-    computed_at: float = -math.inf
-
-    @property
-    def reference(self) -> float | None:
-        return self.expected(self.ref_ttft, self.ref_tpot)
-
-    def expected(self, ttft: float | None, tpot: float | None) -> float | None:
-        """Expected seconds of a typical request at this ttft / tpot (None when tpot unknown)."""
-        if tpot is None or self.tokens_ewma is None:
-            return None
-        return (ttft if ttft is not None else (self.ttft_ewma or 0.0)) + tpot * self.tokens_ewma
-
-    def recompute(self, chutes: Iterable["ChuteLive"], now: float) -> None:
-        timed = sorted(((t, c.ttft_ewma, c.tpot_ewma) for c in chutes
-                        if (t := self.expected(c.ttft_ewma, c.tpot_ewma)) is not None), key=lambda x: x[0])
-        if timed:
-            _, self.ref_ttft, self.ref_tpot = timed[(len(timed) - 1) // 2]
-        self.computed_at = now
+RECENT_STARTS = 1024  # start times kept per chute, to know own starts since a remote measurement
 
 
 @dataclass(slots=True, eq=False)
@@ -103,6 +74,7 @@ class ChuteLive:
     error_t: float = 0.0
     error_half_life: float = 30.0
     started_total: int = 0
+    recent_starts: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_STARTS))
     rate_limited_total: int = 0
     errors_total: int = 0
 
@@ -116,22 +88,17 @@ class ChuteLive:
         return now < self.penalty_until and self.penalty_version == version
 
     def slowness(self, now: float, memory: float) -> float:
-        """Expected time of a typical request here / on the fleet (1.0 when unknown).
+        """Expected time of a typical request here / on the fleet (1.0 when unknown; see pace.py)."""
+        return slowness_ratio(self.fleet, self.ttft_ewma, self.tpot_ewma, self.pace_t, now, memory)
 
-        The evidence fades towards 1.0 with time constant ``memory`` seconds since this chute's
-        last measurement, so a chute that was slow and then got no traffic is tried again."""
-        f = self.fleet
-        if f is None or self.tpot_ewma is None:
-            return 1.0
-        mine = f.expected(self.ttft_ewma, self.tpot_ewma)
-        ref = f.reference
-        if mine is None or ref is None or not ref > 0.0:
-            return 1.0
-        ratio = mine / ref
-        age = now - self.pace_t
-        if age > 0.0 and memory > 0.0:
-            ratio = 1.0 + (ratio - 1.0) * math.exp(-age / memory)
-        return ratio
+    def started_by(self, t: float) -> int:
+        """``started_total`` as it was at time ``t`` (exact for the last RECENT_STARTS starts)."""
+        later = 0
+        for started in reversed(self.recent_starts):
+            if started <= t:
+                break
+            later += 1
+        return self.started_total - later
 
     def error_at(self, now: float) -> float:
         """The error score decayed to ``now`` (0 = healthy, 1 = every recent request failed)."""
@@ -151,7 +118,7 @@ class RemoteCounts:
     in_flight: int = 0
     new_inflight: int = 0
     last_429_at: float = -math.inf  # latest 429 any other worker saw on this chute (same version)
-    own_started_mark: int = -1  # this worker's started_total when the remote counts were measured
+    own_started_mark: int = -1  # this worker's started_total at the time the remote counts were measured
     measured_at: float = -math.inf  # oldest measurement time among the summed exports
 
     def fresh(self, now: float, max_age: float) -> bool:
@@ -202,6 +169,7 @@ class LiveState:
         c.in_flight += 1
         c.new_inflight += 1
         c.started_total += 1
+        c.recent_starts.append(now)
         tok = self._next_token
         self._next_token = tok + 1
         self._open[tok] = _Open(c, now, self._epoch)
@@ -311,8 +279,9 @@ def aggregate_remote(
 
     ``into`` is updated in place (so decisions holding references see the new values) and
     returned; chutes absent from every export are reset to zero. Malformed values count as 0.
-    ``mark_from`` (this worker's own :class:`LiveState`) records its ``started_total`` per chute
-    now, so the decision can add ``(R - 1) x own starts since`` for the others' unseen starts."""
+    ``mark_from`` (this worker's own :class:`LiveState`) records its ``started_total`` per chute as
+    it was when the remote counts were measured, so the decision can add ``(R - 1) x own starts
+    since`` for the others' starts the counts cannot show yet."""
     out: dict[str, RemoteCounts] = {} if into is None else into
     for rc in out.values():
         rc.in_flight = 0
@@ -346,8 +315,18 @@ def aggregate_remote(
             rc.measured_at = oldest if oldest != math.inf else -math.inf
         if mark_from is not None:
             mine = mark_from.chutes.get(cid)
-            rc.own_started_mark = mine.started_total if mine is not None else 0
+            rc.own_started_mark = 0 if mine is None else mine.started_by(rc.measured_at)
     return out
+
+
+def exchange(entries: Iterable[tuple[str, Mapping[str, Mapping[str, float]], float]], own_id: str,
+             into: dict[str, RemoteCounts], live: LiveState) -> int:
+    """One round of the in-flight exchange for the worker ``own_id``: the other workers' entries
+    ``(worker_id, counts, measured_at)`` are summed into ``into`` (see :func:`aggregate_remote`,
+    which also marks this worker's own starts now). Returns R = 1 + the number of other workers."""
+    others = [(counts, ts) for worker, counts, ts in entries if worker != own_id]
+    aggregate_remote(others, into=into, mark_from=live)
+    return 1 + len(others)
 
 
 def _ewma(old: float | None, x: float, alpha: float) -> float:

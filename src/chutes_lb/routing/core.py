@@ -1,0 +1,297 @@
+"""The routing core: one per worker process, synchronous, no I/O. It holds what routing knows (the
+configured chutes, the adopted snapshot and its state, :class:`LiveState`, the other workers'
+counts, the attempt ledger, the latest per-chute estimates) and makes every decision.
+
+The LiteLLM adapter (:mod:`chutes_lb.routing.hook`) calls :meth:`RoutingCore.pick` for each
+upstream attempt and :meth:`attempt_ended` / :meth:`request_failed` when attempts end; the
+background tasks (:mod:`.follower`, :mod:`.sharing`) call :meth:`adopt`, :meth:`snapshot_missing`,
+:meth:`snapshot_invalid`, :meth:`snapshot_unreachable`, :meth:`exchanged` and :meth:`tick`. The
+clock, the random source and the metrics are injected, so unit tests drive it with a fake clock,
+a seeded ``random.Random`` and :class:`~chutes_lb.routing.metrics.RecordingMetrics`.
+
+Identity: LiteLLM's deployment id (``model_info.id``) names a deployment in a model group; the
+chute UUID names the chute. Snapshot data, live counts, 429 holds, metrics and logs belong to the
+chute, whichever deployment (group) sent the request.
+
+Must not import: Redis, HTTP clients, LiteLLM, prometheus_client, or anything in ``chutes_lb.proxy``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable, Mapping, Sequence
+
+from chutes_lb.fleet import ChuteRef
+from chutes_lb.routing.decision import decide
+from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate, penalty_active
+from chutes_lb.routing.ledger import Attempt, AttemptLedger
+from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote, exchange
+from chutes_lb.routing.metrics import RoutingMetrics
+from chutes_lb.settings import Settings
+from chutes_lb.snapshot import Snapshot
+
+__all__ = ["RoutingConfig", "RoutingCore", "SNAPSHOT_STATES"]
+
+log = logging.getLogger("chutes_lb.routing")
+
+SNAPSHOT_STATES = ("ok", "missing", "stale", "redis_unreachable", "invalid")
+DECISION_LOG_BUDGET = 5  # per-decision INFO lines per summary period; the rest are summarised
+SNAPSHOT_STRATEGIES = ("headroom", "least-utilization")  # the strategies that read the snapshot
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """What the core needs from the settings, read once by the caller."""
+
+    strategy: str = "headroom"
+    params: HeadroomParams = DEFAULT_PARAMS
+    stale_seconds: float = 120.0
+    request_timeout_seconds: float = 600.0
+    summary_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RoutingConfig":
+        return cls(strategy=settings.routing_strategy, params=replace(DEFAULT_PARAMS, slow_ratio=settings.routing_slow_ratio),
+                   stale_seconds=settings.snapshot_stale_seconds,
+                   request_timeout_seconds=settings.proxy_request_timeout_seconds)
+
+
+class RoutingCore:
+    def __init__(self, deployments: Sequence[ChuteRef], config: RoutingConfig, metrics: RoutingMetrics, *,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None, worker_id: str = "worker") -> None:
+        self.config = config
+        self.strategy = config.strategy
+        self.params = config.params
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.worker_id = worker_id
+        self.chutes: dict[str, ChuteRef] = {}
+        for ref in deployments:
+            self.chutes.setdefault(ref.chute_id, ref)
+        self.chute_of_deployment: dict[str, str] = {ref.chute_id: ref.chute_id for ref in deployments}
+        self.live = LiveState()
+        self.remote: dict[str, RemoteCounts] = {cid: RemoteCounts() for cid in self.chutes}
+        for cid in self.chutes:
+            self.live.chute(cid)
+        self.ledger = AttemptLedger()
+        self.snapshot: Snapshot | None = None
+        self.snapshot_state = "missing"
+        self.snapshot_checked = False  # True after the first read attempt (readiness)
+        self.replicas = 1  # worker processes routing to this fleet: 1 + workers with fresh exports
+        self.estimates: dict[str, Estimate] = {}
+        self.estimated_at: float | None = None
+        self._known_instances: dict[str, int] = {}
+        self._candidate_cache: dict[tuple[object, tuple[str, ...]], CandidateSet] = {}
+        self._period: Counter[tuple[str, str]] = Counter()
+        self._period_logged = 0
+
+    # ------------------------------------------------------------ naming
+    def chute_id(self, deployment_id: str) -> str:
+        return self.chute_of_deployment.get(deployment_id, deployment_id)
+
+    def label(self, chute_id: str) -> str:
+        """The bounded metric/log label of a chute: its configured name."""
+        ref = self.chutes.get(chute_id)
+        return ref.name if ref else "unconfigured"
+
+    # ------------------------------------------------------------ the decision (request path)
+    def usable_snapshot(self, now: float) -> Snapshot | None:
+        snap = self.snapshot
+        if snap is None or snap.age(now) > self.config.stale_seconds:
+            return None  # the background tick reports the transition; requests only read
+        return snap
+
+    def pick(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), last_failed: str | None = None,
+             call_id: str | None = None, failure_kinds: Mapping[str, str] | None = None) -> str:
+        """Choose the deployment for one upstream attempt and open its bookkeeping.
+
+        ``failed``: deployments that already failed within this request (never chosen again while
+        another chute is available); ``last_failed``: the one whose failure caused this pick;
+        ``failure_kinds``: outcome per failed deployment for attempts LiteLLM did not report."""
+        now = self.clock()
+        by_chute: dict[str, str] = {}
+        for dep in deployment_ids:
+            by_chute.setdefault(self.chute_id(dep), dep)
+        excluded = frozenset(self.chute_id(d) for d in failed)
+        snap = self.usable_snapshot(now)
+        cands = self.candidates(snap, tuple(by_chute))
+        d = decide(cands, self.strategy, self.rng, now=now, excluded=excluded, replicas=self.replicas,
+                   snapshot_version=self.live.snapshot_version, params=self.params)
+        chute = d.chute_id
+        label = self.label(chute)
+        self.metrics.decision(label, d.reason.value, self.strategy)
+        if snap is None and self.strategy in SNAPSHOT_STRATEGIES:
+            self.metrics.fallback(self.snapshot_state if self.snapshot_state != "ok" else "stale")
+        if excluded and last_failed is not None and self.chute_id(last_failed) in self.chutes:
+            self.metrics.failover(self.label(self.chute_id(last_failed)))  # once, against the chute that just failed
+        if call_id is not None and self.ledger.has(call_id):
+            # LiteLLM retries only after an attempt failed, and does not report every failed
+            # attempt to the callbacks: whatever this request still has open has failed.
+            kinds = {self.chute_id(k): v for k, v in (failure_kinds or {}).items()}
+            self._close_all(call_id, now, kinds, "error")
+        token = self.live.on_start(chute, now)
+        if call_id is not None:
+            self.ledger.open(call_id, chute, Attempt(token, now))
+        self.metrics.attempt_started(label)
+        self._note(label, d.reason.value, excluded, lambda: estimate(cands, d.index, now, float(self.replicas), self.params, self.live.snapshot_version))
+        return by_chute[chute]
+
+    def candidates(self, snap: Snapshot | None, chute_ids: tuple[str, ...]) -> CandidateSet:
+        """The candidate set for these chutes under this snapshot, built once per snapshot version."""
+        key = (snap.version if snap is not None else None, chute_ids)
+        cached = self._candidate_cache.get(key)
+        if cached is not None:
+            return cached
+        cands = []
+        for cid in chute_ids:
+            ref = self.chutes.get(cid)
+            concurrency = ref.concurrency if ref else 1
+            stats = snap.chutes.get(cid) if snap is not None else None
+            live, remote = self.live.chute(cid), self.remote.setdefault(cid, RemoteCounts())
+            if stats is not None:
+                self._known_instances[cid] = stats.active_instance_count
+                cands.append(Candidate(cid, stats.active_instance_count * concurrency, stats.utilization_current,
+                                       stats.utilization_5m, stats.rate_limit_ratio_5m, live, remote))
+            else:  # no usable snapshot: last known instances (or 1) x concurrency, live counts only
+                instances = max(1, self._known_instances.get(cid, 1))
+                cands.append(Candidate(cid, instances * concurrency, None, None, None, live, remote))
+        if len(self._candidate_cache) > 32:
+            self._candidate_cache.clear()
+        built = self._candidate_cache[key] = CandidateSet(cands)
+        return built
+
+    def _note(self, label: str, reason: str, excluded: frozenset[str], est: Callable[[], Estimate]) -> None:
+        self._period[(label, reason)] += 1
+        if self._period_logged < DECISION_LOG_BUDGET or log.isEnabledFor(logging.DEBUG):
+            self._period_logged += 1
+            e = est()
+            room = "429 hold" if e.penalized else f"{e.free:.1f} slots{' (slow)' if e.slow else ''}"
+            after = f", after failure of {', '.join(self.label(c) for c in sorted(excluded))}" if excluded else ""
+            log.info("routing -> %s (strategy %s, reason %s, est. headroom %s, snapshot %s%s)", label, self.strategy,
+                     reason, room, self.snapshot_state, after)
+
+    # ------------------------------------------------------------ outcomes
+    def attempt_ended(self, call_id: str, deployment_id: str, outcome: str, *, ttft: float | None = None,
+                      tokens: float | None = None) -> None:
+        """Close one attempt exactly once: live bookkeeping, in-flight gauge, outcome metrics."""
+        self._end(call_id, self.chute_id(deployment_id), outcome, self.clock(), ttft, tokens)
+
+    def request_failed(self, call_id: str, outcome: str) -> None:
+        """The request failed for good: every attempt it still has open is over."""
+        self._close_all(call_id, self.clock(), {}, outcome)
+
+    def _end(self, call_id: str, chute: str, outcome: str, now: float, ttft: float | None = None,
+             tokens: float | None = None) -> None:
+        attempt = self.ledger.close(call_id, chute)
+        if attempt is None:
+            return
+        if ttft is not None:
+            self.live.on_first_token(attempt.token, attempt.started + ttft)
+        self.live.on_end(attempt.token, now, outcome, tokens)
+        latency = max(0.0, now - attempt.started) if outcome == "success" else None
+        self.metrics.attempt_ended(self.label(chute), outcome, latency, ttft)
+
+    def _close_all(self, call_id: str, now: float, kinds: Mapping[str, str], default: str) -> None:
+        for chute in self.ledger.chutes_of(call_id):
+            self._end(call_id, chute, kinds.get(chute, default), now)
+
+    def sweep(self) -> None:
+        """Forget attempts whose callback never came (client gone): bounded memory, honest counts."""
+        now = self.clock()
+        for call_id, chute in self.ledger.older_than(now - self.config.request_timeout_seconds):
+            self._end(call_id, chute, "timeout", now)
+
+    # ------------------------------------------------------------ snapshot (background)
+    def adopt(self, snap: Snapshot) -> None:
+        """A snapshot was read; a new version is adopted (open requests become 'old')."""
+        if self.snapshot is None or snap.version != self.snapshot.version:
+            self.snapshot = snap
+            self.live.on_snapshot(snap.version, self.clock())
+        self.snapshot_checked = True
+        self.tick()
+
+    def snapshot_missing(self) -> None:
+        self.snapshot = None
+        self.snapshot_checked = True
+        self._set_state("missing")
+
+    def snapshot_invalid(self, error: str) -> None:
+        log.error("routing snapshot unreadable: %s", error)
+        self.snapshot = None
+        self.snapshot_checked = True
+        self._set_state("invalid")
+
+    def snapshot_unreachable(self) -> None:
+        self.snapshot_checked = True  # ready anyway: routing works on live signals alone
+        self._set_state("redis_unreachable")
+
+    def tick(self) -> None:
+        """Redis reachable: the held snapshot is ok or has gone stale (the one place that decides)."""
+        now = self.clock()
+        if self.snapshot is None:
+            if self.snapshot_state not in ("missing", "invalid"):
+                self._set_state("missing")
+        else:
+            self._set_state("stale" if self.snapshot.age(now) > self.config.stale_seconds else "ok")
+        self.metrics.snapshot(self.snapshot.age(now) if self.snapshot else None, self.snapshot_state == "ok")
+
+    def _set_state(self, state: str) -> None:
+        if state == self.snapshot_state:
+            return
+        previous, self.snapshot_state = self.snapshot_state, state
+        if state == "ok":
+            log.info("routing snapshot usable again (was %s): routing on utilization + live signals", previous)
+        else:
+            log.warning("routing snapshot %s (was %s): routing on live signals alone until it recovers", state, previous)
+
+    # ------------------------------------------------------------ in-flight exchange (background)
+    def export_counts(self) -> dict[str, dict[str, float]]:
+        return self.live.export_counts(self.clock())
+
+    def exchanged(self, entries: Iterable[tuple[str, Mapping[str, Mapping[str, float]], float]]) -> None:
+        """The other workers' exports arrived (``(worker id, counts, measured_at)``, own included or not)."""
+        self.replicas = exchange(entries, self.worker_id, self.remote, self.live)
+
+    def exchange_failed(self) -> None:
+        aggregate_remote((), into=self.remote)  # unknown, not zero: the shared counts go stale
+
+    # ------------------------------------------------------------ estimates (background, /info)
+    def refresh_estimates(self) -> None:
+        """Every configured chute's estimate and slowness, kept fresh for /info and the gauges
+        whatever the log level (the in-flight loop calls this every INFLIGHT_PUBLISH_SECONDS)."""
+        now = self.clock()
+        cs = self.candidates(self.usable_snapshot(now), tuple(self.chutes))
+        version = self.live.snapshot_version
+        self.estimates = {cid: estimate(cs, i, now, float(self.replicas), self.params, version) for i, cid in enumerate(cs.ids)}
+        self.estimated_at = now
+        for cid, e in self.estimates.items():
+            self.metrics.chute_estimate(self.label(cid), -1.0 if e.penalized else e.free, self.live.chute(cid).slowness(now, self.params.speed_memory))
+
+    def penalty_active(self, chute_id: str) -> bool:
+        """The 429 hold the decision applies right now (the same rule as the decision's)."""
+        cs = self.candidates(self.usable_snapshot(self.clock()), (chute_id,))
+        return penalty_active(self.live.chute(chute_id), self.clock(), self.live.snapshot_version, cs.cap[0], self.params)
+
+    # ------------------------------------------------------------ summary
+    def summary_line(self) -> str | None:
+        """The period's summary (share per chute, reasons), or None when nothing was routed; resets the period."""
+        counts, self._period = self._period, Counter()
+        self._period_logged = 0
+        if not counts:
+            return None
+        total = sum(counts.values())
+        per_chute: Counter[str] = Counter()
+        per_reason: Counter[str] = Counter()
+        for (label, reason), n in counts.items():
+            per_chute[label] += n
+            per_reason[reason] += n
+        parts = ", ".join(f"{label} {n} ({100 * n / total:.0f}%)" for label, n in per_chute.most_common())
+        reasons = ", ".join(f"{reason}={n}" for reason, n in per_reason.most_common())
+        snap = self.snapshot
+        age = f"{snap.age(self.clock()):.0f}s" if snap else "n/a"
+        return (f"routing summary ({self.config.summary_seconds:.0f}s, worker {self.worker_id}): {total} requests -> "
+                f"{parts}; reasons {reasons}; snapshot {self.snapshot_state} v{snap.version if snap else '-'} age {age}")

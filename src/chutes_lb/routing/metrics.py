@@ -1,0 +1,117 @@
+"""The metrics the router emits, as an object passed into the routing core.
+
+:class:`RoutingMetrics` is the seam: :class:`PrometheusRoutingMetrics` (prometheus-client,
+multiprocess mode under the proxy: ``PROMETHEUS_MULTIPROC_DIR`` must be set before
+prometheus_client is imported, which ``python -m chutes_lb.proxy`` does for its workers) and
+:class:`RecordingMetrics` (in memory, for tests). Names are fixed (the dashboard and the alert
+rules use them). Label values are bounded: ``chute`` is the name of a configured chute (or
+``unconfigured``); ``reason``, ``outcome``, ``strategy`` come from fixed enums.
+
+Must not import: Redis, HTTP clients, LiteLLM, or anything in ``chutes_lb.proxy``.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Protocol
+
+__all__ = ["RoutingMetrics", "PrometheusRoutingMetrics", "RecordingMetrics"]
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+
+
+class RoutingMetrics(Protocol):
+    def decision(self, chute: str, reason: str, strategy: str) -> None: ...
+    def fallback(self, reason: str) -> None: ...
+    def failover(self, chute: str) -> None: ...
+    def attempt_started(self, chute: str) -> None: ...
+    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None) -> None: ...
+    def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None: ...
+    def snapshot(self, age_seconds: float | None, usable: bool) -> None: ...
+
+
+class PrometheusRoutingMetrics:
+    """prometheus-client metrics; pass ``registry=None`` (the default under the proxy, where
+    ``/metrics`` reads the multiprocess files) or a ``CollectorRegistry`` to collect them."""
+
+    def __init__(self, registry: Any = None) -> None:
+        from prometheus_client import Counter as PCounter
+        from prometheus_client import Gauge, Histogram
+
+        r = {"registry": registry}
+        self._decisions = PCounter("chutes_lb_routing_decisions", "Routing decisions by chosen chute, reason and strategy", ["chute", "reason", "strategy"], **r)
+        self._fallbacks = PCounter("chutes_lb_routing_fallbacks", "Decisions made without a usable utilization snapshot, by why", ["reason"], **r)
+        self._failovers = PCounter("chutes_lb_failovers", "Requests re-routed to another chute after this chute failed them", ["chute"], **r)
+        self._upstream = PCounter("chutes_lb_upstream_requests", "Upstream attempts by chute and outcome", ["chute", "outcome"], **r)
+        self._latency = Histogram("chutes_lb_upstream_latency_seconds", "Upstream attempt latency (whole response)", ["chute"], buckets=_LATENCY_BUCKETS, **r)
+        self._ttft = Histogram("chutes_lb_time_to_first_token_seconds", "Time to first token of streamed responses", ["chute"], buckets=_TTFT_BUCKETS, **r)
+        self._inflight = Gauge("chutes_lb_inflight_requests", "Requests open to each chute (this replica, all workers)", ["chute"], multiprocess_mode="livesum", **r)
+        self._slowness = Gauge("chutes_lb_chute_slowness_ratio", "Typical request time on each chute / on the fleet's median chute, from this replica's responses (1 = ordinary; above ROUTING_SLOW_RATIO the chute is overflow only; max over workers)", ["chute"], multiprocess_mode="livemax", **r)
+        self._headroom = Gauge("chutes_lb_chute_headroom_slots", "Estimated free slots per chute (last estimate of any worker)", ["chute"], multiprocess_mode="livemax", **r)
+        self._snapshot_age = Gauge("chutes_lb_snapshot_age_seconds", "Age of the utilization snapshot the workers route on (max over workers)", multiprocess_mode="livemax", **r)
+        self._snapshot_usable = Gauge("chutes_lb_snapshot_usable", "1 when the worker routes with a fresh snapshot, 0 on live signals alone (min over workers)", multiprocess_mode="livemin", **r)
+
+    def decision(self, chute: str, reason: str, strategy: str) -> None:
+        self._decisions.labels(chute, reason, strategy).inc()
+
+    def fallback(self, reason: str) -> None:
+        self._fallbacks.labels(reason).inc()
+
+    def failover(self, chute: str) -> None:
+        self._failovers.labels(chute).inc()
+
+    def attempt_started(self, chute: str) -> None:
+        self._inflight.labels(chute).inc()
+
+    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None) -> None:
+        self._inflight.labels(chute).dec()
+        self._upstream.labels(chute, outcome).inc()
+        if ttft is not None:
+            self._ttft.labels(chute).observe(ttft)
+        if latency is not None:
+            self._latency.labels(chute).observe(latency)
+
+    def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None:
+        self._headroom.labels(chute).set(headroom)
+        self._slowness.labels(chute).set(slowness)
+
+    def snapshot(self, age_seconds: float | None, usable: bool) -> None:
+        self._snapshot_age.set(-1 if age_seconds is None else age_seconds)
+        self._snapshot_usable.set(1 if usable else 0)
+
+
+class RecordingMetrics:
+    """In-memory metrics with the same calls (tests read the counters)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[Any, ...]] = Counter()
+        self.inflight: Counter[str] = Counter()
+        self.gauges: dict[tuple[str, str], float] = {}
+        self.snapshot_state: tuple[float | None, bool] | None = None
+
+    def decision(self, chute: str, reason: str, strategy: str) -> None:
+        self.counts[("decision", chute, reason, strategy)] += 1
+
+    def fallback(self, reason: str) -> None:
+        self.counts[("fallback", reason)] += 1
+
+    def failover(self, chute: str) -> None:
+        self.counts[("failover", chute)] += 1
+
+    def attempt_started(self, chute: str) -> None:
+        self.inflight[chute] += 1
+
+    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None) -> None:
+        self.inflight[chute] -= 1
+        self.counts[("upstream", chute, outcome)] += 1
+
+    def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None:
+        self.gauges[("headroom", chute)] = headroom
+        self.gauges[("slowness", chute)] = slowness
+
+    def snapshot(self, age_seconds: float | None, usable: bool) -> None:
+        self.snapshot_state = (age_seconds, usable)
+
+    def total(self, kind: str, *labels: str) -> int:
+        """Sum of the counts of ``kind`` whose labels start with ``labels``."""
+        return sum(n for key, n in self.counts.items() if key[0] == kind and key[1:1 + len(labels)] == labels)
