@@ -25,9 +25,8 @@ from benchmarks.des.sim import SimConfig, SimResult, run
 from benchmarks.des.theory import erlang_b, mm1_sojourn, supermarket_sojourn
 
 CORE = ["headroom", "least-utilization", "shuffle", "weighted-shuffle", "least-busy", "oracle-p2c", "oracle-jsq"]
-ABLATIONS = ["headroom:findings", "headroom:no-remote", "headroom:remote-only", "headroom:sharepen",
-             "headroom:no-penalty", "headroom:no-third", "headroom:best-sampled", "headroom:scan",
-             "headroom:no-survival", "headroom:uniform", "headroom:no-speed"]
+ABLATIONS = ["headroom:findings", "headroom:no-remote", "headroom:no-penalty", "headroom:long-hold",
+             "headroom:no-third", "headroom:uniform", "headroom:no-speed"]
 
 
 def log(msg: str) -> None:
