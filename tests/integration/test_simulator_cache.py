@@ -107,21 +107,20 @@ def test_short_prompts_report_zero_cached_tokens_and_legacy_completions_cache_to
 
 
 def test_requests_spread_over_instances_by_least_connections(sim):
-    async def burst() -> None:
-        async with openai.AsyncOpenAI(base_url=sim.openai_base, api_key="k", max_retries=0, timeout=20) as ac:
-            await asyncio.gather(*(ac.chat.completions.create(model="sim/spread", messages=[{"role": "user", "content": "x"}],
-                                                              extra_body={"max_tokens": 200}) for _ in range(6)))
-
     async def run() -> list[int]:
-        task = asyncio.create_task(burst())
-        await asyncio.sleep(0.05)
-        loads = [i["in_flight"] for i in sim.chute_state("sim/spread")["instance_state"]]
-        await task
-        return loads
+        async with openai.AsyncOpenAI(base_url=sim.openai_base, api_key="k", max_retries=0, timeout=20) as ac:
+            burst = asyncio.gather(*(ac.chat.completions.create(model="sim/spread", messages=[{"role": "user", "content": "x"}])
+                                     for _ in range(6)))
+            deadline = time.monotonic() + 10
+            while sim.chute_state("sim/spread")["in_flight"] < 6 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            loads = [i["in_flight"] for i in sim.chute_state("sim/spread")["instance_state"]]
+            sim.set_chute("sim/spread", hang=False)
+            await burst
+            return loads
 
-    sim.set_chute("sim/spread", speed=0.01)  # 200 tokens at 10 tok/s x 0.2: ~4 s; the burst is inspected at once
-    loads = asyncio.run(run())
-    assert loads == [2, 2, 2]  # 6 requests on 3 instances of 2 slots: least connections fills them evenly
+    sim.set_chute("sim/spread", hang=True)  # admitted requests wait on their instance until released
+    assert asyncio.run(run()) == [2, 2, 2]  # 6 requests, 3 instances of 2 slots: least connections fills them evenly
 
 
 def test_context_limit_is_vllms_400(sim, client):
