@@ -181,3 +181,21 @@ def test_hashing_a_400kb_prompt_is_cheap():
     per = (time.perf_counter() - t0) / 5
     assert len(h) == 400_000 // 256
     assert per < 0.02, per  # ~1 ms on one core; generous for a loaded CI machine
+
+
+def test_shrinking_instances_keeps_in_flight_requests_counted():
+    spec = ChuteSpec("00000000-0000-4000-8000-00000000000a", "m", instances=2, concurrency=1)
+    c = ChuteRuntime(spec, 0.0)
+    rng = random.Random(4)
+    a, b = c.admit(0.0, rng=rng), c.admit(0.0, rng=rng)
+    assert {a.instance.index, b.instance.index} == {0, 1} and c.admit(0.0, rng=rng).status == 429
+    c.set_controls(c.controls.__class__(1, 1), 1.0)  # instance 1 leaves while busy
+    assert len(c.instances) == 1 and c.in_flight == 2
+    assert c.admit(1.0, rng=rng).status == 429  # its request still holds capacity
+    gone = a if a.instance.index == 1 else b
+    c.release(2.0, True, gone.instance)
+    assert c.admit(2.0, rng=rng).status == 429  # instance 0 is still busy
+    c.release(3.0, True, (b if gone is a else a).instance)
+    assert c.admit(3.0, rng=rng).status == 0
+    c.set_controls(c.controls.__class__(3, 1), 4.0)
+    assert [i.index for i in c.instances] == [0, 1, 2] and c.instances[1].in_flight == 0

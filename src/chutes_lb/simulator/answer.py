@@ -8,6 +8,8 @@ Fault controls that act mid-answer (``cut_after_tokens``) are applied here.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -30,9 +32,6 @@ class Gone(Exception):
 
 def reset_connection(request: web.Request) -> None:
     """Abort with RST: SO_LINGER 0 then abort the transport."""
-    import socket
-    import struct
-
     transport = request.transport
     if transport is None:
         return

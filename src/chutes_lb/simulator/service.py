@@ -127,10 +127,13 @@ class ChuteRuntime:
         else:
             self.unhung.set()
 
-    def flush_caches(self) -> None:
+    def restore(self, now: float) -> None:
+        """Back to the fleet entry: its controls, empty caches and prefill queues, no reject carry."""
+        self.set_controls(controls_for(self.spec), now)
         for inst in self.instances:
             inst.cache.clear()
             inst.prefill_free_at = 0.0
+        self._reject_acc = 0.0
 
     def state(self) -> dict[str, Any]:
         return {"chute_id": self.spec.chute_id, "name": self.spec.name, **asdict(self.controls),
@@ -229,8 +232,7 @@ class Simulator:
     def reset(self) -> None:
         now = self.clock()
         for c in self.chutes:
-            c.set_controls(controls_for(c.spec), now)
-            c.flush_caches()
+            c.restore(now)
         self.board.configure({"mode": "normal", "status": 500, "delay_seconds": 0.0, "size_bytes": 0,
                               "refresh_seconds": self.initial_refresh_seconds})
 
