@@ -99,12 +99,76 @@ def test_fleet_errors(data):
         fleet_from_mapping(data)
 
 
-def test_sample_fleets_and_proxy_fallback_load():
-    from pathlib import Path
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+PROXY_CONFIG = ROOT / "proxy/litellm-config.yaml"
 
-    root = Path(__file__).resolve().parents[2]
-    demo = load_fleet(root / "simulator/fleet-demo.yaml")
-    bench = load_fleet(root / "simulator/fleet-bench.yaml")
-    proxy = fleet_from_proxy_config(root / "proxy/litellm-config.yaml")
-    assert {c.chute_id for c in demo.chutes} == {c.chute_id for c in proxy.chutes} == {c.chute_id for c in bench.chutes}
-    assert all(c.instances == 2 for c in proxy.chutes)
+
+def test_sample_fleets_and_proxy_fallback_load():
+    demo = load_fleet(ROOT / "simulator/fleet-demo.yaml", PROXY_CONFIG)
+    bench = load_fleet(ROOT / "simulator/fleet-bench.yaml")
+    sessions = load_fleet(ROOT / "simulator/fleet-sessions.yaml")
+    proxy = fleet_from_proxy_config(PROXY_CONFIG)
+    ids = {c.chute_id for c in proxy.chutes}
+    assert {c.chute_id for c in demo.chutes} == ids == {c.chute_id for c in bench.chutes} == {c.chute_id for c in sessions.chutes}
+    assert all(c.instances == 2 for c in proxy.chutes) and not demo.warnings
+    by_name = {c.name: c for c in demo.chutes}
+    assert by_name["moonshotai/Kimi-K2.5-TEE"].instances == 3 and by_name["zai-org/GLM-4.6"].context_length == 202752
+    assert all(c.concurrency == 8 for c in demo.chutes)  # the config's model_info.concurrency
+    assert all(c.prefill_rate > 0 and c.cache_tokens > 0 for c in sessions.chutes)
+
+
+def _config(tmp_path, chutes):
+    import yaml
+
+    path = tmp_path / "litellm-config.yaml"
+    path.write_text(yaml.safe_dump({"model_list": [
+        {"model_name": "g", "litellm_params": {"model": f"openai/{name}"}, "model_info": {"id": cid, "concurrency": conc}}
+        for cid, name, conc in chutes]}))
+    return path
+
+
+A_ID, B_ID, C_ID = "2ff25e81-4586-5ec8-b892-3a6f342693d7", "154ad01c-a431-5744-83c8-651215124360", "7a1e4c2b-6d3f-5e8a-9b0c-1d2e3f4a5b6c"
+
+
+def test_overrides_over_the_proxy_config(tmp_path):
+    config = _config(tmp_path, [(A_ID, "org/a", 6), (B_ID, "org/b", 8), (C_ID, "org/new-chute", 3)])
+    f = fleet_from_mapping({"from_proxy_config": True, "defaults": {"instances": 4, "concurrency": 99, "prefill_rate": 5000},
+                            "chutes": [{"name": "org/a", "instances": 1, "context_length": 1000},
+                                       {"chute_id": B_ID, "concurrency": 2, "reject_share": 0.5},
+                                       {"name": "org/removed", "instances": 9}]}, "fleet.yaml", config)
+    got = {c.name: c for c in f.chutes}
+    assert list(got) == ["org/a", "org/b", "org/new-chute"]  # exactly the configured chutes, in config order
+    a, b, new = got["org/a"], got["org/b"], got["org/new-chute"]
+    assert (a.chute_id, a.instances, a.concurrency, a.context_length, a.prefill_rate) == (A_ID, 1, 6, 1000, 5000.0)
+    assert (b.instances, b.concurrency, b.reject_share) == (4, 2, 0.5)  # override beats the config's concurrency
+    assert (new.chute_id, new.instances, new.concurrency) == (C_ID, 4, 3)  # a chute added to the config: defaults
+    assert len(f.warnings) == 1 and "org/removed" in f.warnings[0]
+    with pytest.raises(FleetError):
+        fleet_from_mapping({"from_proxy_config": True}, "fleet.yaml", None)
+    with pytest.raises(FleetError):
+        fleet_from_mapping({"from_proxy_config": True, "chutes": [{"instances": 1}]}, "fleet.yaml", config)
+    with pytest.raises(FleetError):
+        fleet_from_mapping({"from_proxy_config": "yes"}, "fleet.yaml", config)
+
+
+def test_explicit_fleets_ignore_the_proxy_config(tmp_path):
+    config = _config(tmp_path, [(A_ID, "org/a", 6)])
+    f = fleet_from_mapping({"chutes": [{"chute_id": B_ID, "name": "test/only"}]}, "fleet.yaml", config)
+    assert [c.name for c in f.chutes] == ["test/only"] and f.chutes[0].concurrency == 8
+
+
+@pytest.mark.parametrize("field,value", [("prefill_rate", 0), ("prefill_rate", "fast"), ("cache_tokens", -1), ("cache_block_tokens", 0),
+                                         ("context_length", 0), ("reject_share", 1.5), ("reject_share", True)])
+def test_new_fleet_fields_are_validated(field, value):
+    with pytest.raises(FleetError):
+        fleet_from_mapping({"chutes": [{"chute_id": A_ID, "name": "a", field: value}]})
+
+
+def test_new_admin_fields_are_validated():
+    c = ChuteControls(2, 8)
+    new = apply_chute_patch(c, {"reject_share": 0.3, "prefill_rate": 500, "cache_tokens": 0, "context_length": 4096})
+    assert (new.reject_share, new.prefill_rate, new.cache_tokens, new.context_length) == (0.3, 500.0, 0, 4096)
+    for bad in ({"reject_share": -0.1}, {"reject_share": 2}, {"prefill_rate": 0}, {"cache_tokens": -5}, {"cache_tokens": 1.5},
+                {"context_length": 0}):
+        with pytest.raises(PatchError):
+            apply_chute_patch(c, bad)

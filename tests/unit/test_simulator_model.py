@@ -110,14 +110,16 @@ def test_dist_sampling_is_seeded_and_clipped():
 def test_chute_admission_counts_429_and_503():
     clock = [T0]
     c = ChuteRuntime(ChuteSpec("00000000-0000-0000-0000-000000000001", "m", instances=1, concurrency=2), clock[0])
-    assert [c.admit(T0), c.admit(T0), c.admit(T0), c.admit(T0)] == [0, 0, 429, 429]
+    adms = [c.admit(T0), c.admit(T0), c.admit(T0), c.admit(T0)]
+    assert [a.status for a in adms] == [0, 0, 429, 429]
     assert (c.in_flight, c.rejected_429) == (2, 2)
-    c.release(T0 + 10, completed=True)
-    assert c.admit(T0 + 10) == 0
+    c.release(T0 + 10, True, adms[0].instance)
+    third = c.admit(T0 + 10)
+    assert third.status == 0
     c.set_controls(ChuteControls(0, 2), T0 + 10)
-    assert c.admit(T0 + 10) == 503
-    c.release(T0 + 20, True)
-    c.release(T0 + 20, False)
+    assert c.admit(T0 + 10).status == 503
+    c.release(T0 + 20, True, adms[1].instance)
+    c.release(T0 + 20, False, third.instance)
     w = c.ring.window(T0 + 20, 300)
     assert (w.requests, w.completed, w.rate_limited, c.served) == (6, 2, 2, 2)
     # 2 in flight of 2 for 10 s, then 2 in flight of 0 capacity for 10 s (counts as full)

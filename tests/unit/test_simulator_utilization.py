@@ -53,12 +53,12 @@ def make_sim(fillers=5, clock=None):
 def test_board_entries_reflect_load_and_share_one_timestamp():
     sim, clock = make_sim()
     a = sim.lookup("a")
-    for _ in range(4):
-        assert a.admit(clock.t) == 0
-    assert a.admit(clock.t) == 429
+    adms = [a.admit(clock.t) for _ in range(4)]
+    assert [x.status for x in adms] == [0] * 4
+    assert a.admit(clock.t).status == 429
     clock.t += 30
-    for _ in range(4):
-        a.release(clock.t, True)
+    for x in adms:
+        a.release(clock.t, True, x.instance)
     clock.t += 30
     sim.refresh_now()
     entries = orjson.loads(sim.board.body)

@@ -19,10 +19,13 @@ log = logging.getLogger("chutes_lb.simulator")
 def main() -> int:
     settings = start_service("chutes-simulator")
     try:
-        fleet = load_fleet(settings.sim_fleet_path) if settings.sim_fleet_path else fleet_from_proxy_config(settings.litellm_config_path)
+        fleet = (load_fleet(settings.sim_fleet_path, settings.litellm_config_path) if settings.sim_fleet_path
+                 else fleet_from_proxy_config(settings.litellm_config_path))
     except FleetError as exc:
         log.error("cannot load the fleet: %s", exc)
         return 2
+    for warning in fleet.warnings:
+        log.warning("%s", warning)
     try:
         import uvloop
 

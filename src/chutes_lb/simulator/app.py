@@ -1,5 +1,9 @@
-"""HTTP face of the simulator (aiohttp.web): OpenAI routes, utilization, health.
+"""HTTP face of the simulator (aiohttp.web): OpenAI routes, utilization, chute records, health.
 
+A completion request: parse (``openai_request``), plan the answer (``replies``), check the
+context window, admit it on an instance (``service`` / ``prefix``: 429 when the chute is full
+or its rate-limit mode rejects it), apply faults, wait out the time to first token
+(``model.first_token_delay``), cache the prompt's blocks, then write the answer (``answer``).
 Admin routes live in ``admin.py``. Requests are never logged at INFO, and never their keys or
 prompts: the ``Authorization`` header is accepted and ignored (any key works in demo mode).
 """
@@ -7,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 import time
 import uuid
 
+import orjson
 from aiohttp import web
 
+from chutes_lb.simulator import answer, replies
 from chutes_lb.simulator import openai_format as oa
-from chutes_lb.simulator.model import decode_rate, ttft_seconds
-from chutes_lb.simulator.service import ChuteRuntime, Simulator
+from chutes_lb.simulator.answer import Answer, Gone, reset_connection
+from chutes_lb.simulator.chute_api import chute_record
+from chutes_lb.simulator.model import first_token_delay
+from chutes_lb.simulator.prefix import block_hashes
+from chutes_lb.simulator.service import Simulator
 
 __all__ = ["make_app", "SIM_KEY"]
 
@@ -28,128 +35,65 @@ _MESSAGES = {
     500: "No infrastructure available to serve request",
     402: "Quota exceeded and account balance is $0.0, please pay with fiat or send tao to the wallet",
 }
-_DECODE_STEP = 8  # tokens between re-evaluations of the decode rate (non-streamed)
 
 
 def detail(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=b'{"detail":' + oa.orjson.dumps(message) + b"}", content_type=_JSON, headers=headers)
-
-
-def reset_connection(request: web.Request) -> None:
-    """Abort with RST: SO_LINGER 0 then abort the transport."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
-
-
-class _Gone(Exception):
-    """The connection was cut on purpose; nothing more to send."""
-
-
-async def _pace(sim: Simulator, chute: ChuteRuntime, loop: asyncio.AbstractEventLoop, state: list[float], tokens: int, tps: float) -> None:
-    """Advance the request's virtual deadline by ``tokens`` at the current load; sleep if due."""
-    rate = decode_rate(tps, chute.controls.speed, chute.in_flight, chute.capacity, sim.alpha)
-    state[0] += tokens / rate * sim.time_scale
-    delay = state[0] - loop.time()
-    if delay > 0.001:
-        await asyncio.sleep(delay)
+    return web.Response(status=status, body=b'{"detail":' + orjson.dumps(message) + b"}", content_type=_JSON, headers=headers)
 
 
 async def completions(request: web.Request, chat: bool) -> web.StreamResponse:
     sim = request.app[SIM_KEY]
     try:
         p = oa.parse_request(await request.read(), chat)
+        chute = sim.by_key.get(p.model)
+        if chute is None:
+            return detail(404, f"model not found: {p.model}")
+        pl = replies.plan(p)
     except oa.BadRequest as exc:
         return web.Response(status=exc.status, body=oa.error_body(str(exc), exc.param), content_type=_JSON)
-    chute = sim.by_key.get(p.model)
-    if chute is None:
-        return detail(404, f"model not found: {p.model}")
-    spec = chute.spec
+    spec, c = chute.spec, chute.controls
+    prompt_tokens = p.prompt_tokens
+    limit = c.context_length
+    if prompt_tokens + (p.max_tokens or 0) > limit or (p.max_tokens is None and prompt_tokens >= limit):
+        return web.Response(status=400, body=oa.context_error_body(limit, prompt_tokens, p.max_tokens), content_type=_JSON)
     headers = {"X-Chutes-InvocationID": str(uuid.uuid4()), "X-Sim-Chute-Id": spec.chute_id}
-    status = chute.admit(sim.clock())
-    if status == 503:
+    hashes = block_hashes(p.prompt, spec.block_tokens)
+    rng = sim.rng
+    adm = chute.admit(sim.clock(), hashes, prompt_tokens, rng)
+    if adm.status == 503:
         return detail(503, f"No instances available (yet) for chute_id={spec.chute_id}", headers)
-    if status:
+    if adm.status:
         return detail(429, _MESSAGES[429], headers)
+    inst = adm.instance
+    assert inst is not None
     completed = False
     try:
-        c = chute.controls
-        rng = sim.rng
         if c.reset_rate and rng.random() < c.reset_rate:
             reset_connection(request)
-            raise _Gone
+            raise Gone
         if c.error_rate and rng.random() < c.error_rate:
             return detail(c.error_status, _MESSAGES.get(c.error_status, f"simulated error {c.error_status}"), headers)
         if c.hang:
             await chute.unhung.wait()
             c = chute.controls
-        loop = asyncio.get_running_loop()
-        ttft = ttft_seconds(spec.ttft.sample(rng), c.ttft_scale, chute.in_flight, chute.capacity, sim.alpha, sim.time_scale)
+        cached = adm.cached_blocks * spec.block_tokens
+        ttft, prefill = first_token_delay(spec.ttft.sample(rng), prompt_tokens - cached, c.prefill_rate, c.ttft_scale,
+                                          inst.in_flight, c.concurrency, sim.alpha, sim.time_scale)
+        ttft += inst.reserve_prefill(sim.clock(), prefill)
         if ttft > 0.001:
             await asyncio.sleep(ttft)
-        tps = spec.tps.sample(rng)
-        cap = p.max_tokens or 1 << 30
-        lengths, finish = [], []
-        for _ in range(p.n):
-            k = max(1, round(spec.output_tokens.sample(rng)))
-            lengths.append(min(k, cap))
-            finish.append("length" if k >= cap else "stop")
+        inst.cache.insert(hashes)  # the prompt's blocks are reusable once computed (vLLM, SGLang)
+        cap = p.max_tokens if p.max_tokens is not None else limit - prompt_tokens
         rid = ("chatcmpl-" if chat else "cmpl-") + headers["X-Chutes-InvocationID"].replace("-", "")
-        created = int(time.time())
-        deadline = [loop.time()]
-        if p.stream:
-            resp = await _stream(request, sim, chute, loop, deadline, tps, chat, rid, created, lengths, finish, p.prompt_tokens, headers)
-        else:
-            longest, done = max(lengths), 0
-            while done < longest:
-                step = min(_DECODE_STEP, longest - done)
-                await _pace(sim, chute, loop, deadline, step, tps)
-                done += step
-            if chute.controls.cut_after_tokens is not None:
-                reset_connection(request)
-                raise _Gone
-            body = oa.completion_body(chat, rid, created, spec.name, lengths, finish, p.prompt_tokens)
-            resp = web.Response(body=body, content_type=_JSON, headers=headers)
+        outs = [replies.build_choice(pl, round(spec.output_tokens.sample(rng)), cap, p.stop, f"call_{rid[-24:]}{i:02d}")
+                for i in range(p.n)]
+        a = Answer(sim, chute, inst, chat, rid, int(time.time()), outs, prompt_tokens, cached, p.logprobs, spec.tps.sample(rng),
+                   headers, asyncio.get_running_loop().time())
+        resp = await (answer.stream(request, a) if p.stream else answer.plain(request, a))
         completed = True
         return resp
     finally:
-        chute.release(sim.clock(), completed)
-
-
-async def _stream(request: web.Request, sim: Simulator, chute: ChuteRuntime, loop: asyncio.AbstractEventLoop, deadline: list[float],
-                  tps: float, chat: bool, rid: str, created: int, lengths: list[int], finish: list[str], prompt_tokens: int,
-                  headers: dict[str, str]) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await resp.prepare(request)
-    name = chute.spec.name
-    for i in range(len(lengths)):
-        if chat:
-            await resp.write(oa.chunk(chat, rid, created, name, [oa.delta_choice(chat, i, "", None, role=True)]))
-    sent = 0
-    for t in range(max(lengths)):
-        cut = chute.controls.cut_after_tokens
-        if cut is not None and sent >= cut:
-            request.transport and request.transport.abort()
-            raise _Gone
-        await _pace(sim, chute, loop, deadline, 1, tps)
-        for i, k in enumerate(lengths):
-            if t < k:
-                await resp.write(oa.chunk(chat, rid, created, name, [oa.delta_choice(chat, i, oa.token(t), None)]))
-        sent += 1
-    for i in range(len(lengths)):
-        await resp.write(oa.chunk(chat, rid, created, name, [oa.delta_choice(chat, i, None if chat else "", finish[i])]))
-    # Chutes forces stream_options.include_usage on: the last chunk has no choices and the usage.
-    await resp.write(oa.chunk(chat, rid, created, name, [], oa.usage(prompt_tokens, sum(lengths))))
-    await resp.write(b"data: [DONE]\n\n")
-    await resp.write_eof()
-    return resp
+        chute.release(sim.clock(), completed, inst)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -163,12 +107,22 @@ async def text_completions(request: web.Request) -> web.StreamResponse:
 async def _guarded(request: web.Request, chat: bool) -> web.StreamResponse:
     try:
         return await completions(request, chat)
-    except (_Gone, ConnectionResetError):
+    except (Gone, ConnectionResetError):
         raise asyncio.CancelledError from None
 
 
 async def models(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[MODELS_KEY], content_type=_JSON)
+    return web.Response(body=request.app[SIM_KEY].models_body(), content_type=_JSON)
+
+
+async def chute(request: web.Request) -> web.Response:
+    """``GET /chutes/{id_or_name}``: the chute with its instances, like the real API."""
+    sim = request.app[SIM_KEY]
+    key = request.match_info["key"]
+    found = sim.lookup(key)
+    if found is None:
+        return detail(404, "Chute not found, or does not belong to you")
+    return web.Response(body=orjson.dumps(chute_record(found, sim.wall())), content_type=_JSON)
 
 
 async def chutes_utilization(request: web.Request) -> web.Response:
@@ -180,9 +134,6 @@ async def chutes_utilization(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type=_JSON)
-
-
-MODELS_KEY: web.AppKey[bytes] = web.AppKey("models_body", bytes)
 
 
 async def _refresh_loop(app: web.Application) -> None:
@@ -209,11 +160,11 @@ def make_app(sim: Simulator, admin_token: str = "") -> web.Application:
 
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[SIM_KEY] = sim
-    app[MODELS_KEY] = sim.models_body()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", text_completions)
     app.router.add_get("/v1/models", models)
-    app.router.add_get("/chutes/utilization", chutes_utilization)
+    app.router.add_get("/chutes/utilization", chutes_utilization)  # before /chutes/{key}: matched in order
+    app.router.add_get("/chutes/{key:.+}", chute)
     app.router.add_get("/healthz", healthz)
     app.add_subapp("/admin/", make_admin_app(sim, admin_token))
     app.cleanup_ctx.append(_background)

@@ -1,6 +1,8 @@
 """Runtime fault controls: what ``POST /admin/...`` may change, validated (pure).
 
-A chute's mutable state is :class:`ChuteControls` (capacity plus faults). ``apply_chute_patch``
+A chute's mutable state is :class:`ChuteControls` (capacity, prefix cache size, prefill
+rate, context length, plus faults; ``reject_share`` is the rate-limit mode: that share of
+requests answers 429 at any load, see ``service.py``). ``apply_chute_patch``
 validates a JSON body (any subset of the fields) and returns the new controls or raises
 :class:`PatchError` with a message for the 400 body. ``validate_utilization_patch`` does the
 same for the utilization endpoint's fault mode.
@@ -31,6 +33,10 @@ class ChuteControls:
     hang: bool = False
     cut_after_tokens: int | None = None
     reset_rate: float = 0.0
+    reject_share: float = 0.0
+    prefill_rate: float = 10000.0
+    cache_tokens: int = 500000
+    context_length: int = 131072
 
     @property
     def capacity(self) -> int:
@@ -56,7 +62,14 @@ def _check(name: str, value: Any) -> Any:
         if not _is_num(value) or value <= 0:
             raise PatchError(f"{name} must be a number > 0")
         value = float(value)
-    elif name in ("error_rate", "reset_rate"):
+    elif name == "prefill_rate":
+        if not _is_num(value) or value <= 0:
+            raise PatchError("prefill_rate must be a number > 0 (tokens/s)")
+        value = float(value)
+    elif name in ("cache_tokens", "context_length"):
+        if not _is_int(value) or value < (0 if name == "cache_tokens" else 1):
+            raise PatchError(f"{name} must be an integer >= {0 if name == 'cache_tokens' else 1}")
+    elif name in ("error_rate", "reset_rate", "reject_share"):
         if not _is_num(value) or not 0 <= value <= 1:
             raise PatchError(f"{name} must be a number between 0 and 1")
         value = float(value)

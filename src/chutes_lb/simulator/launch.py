@@ -5,7 +5,8 @@
         sim.set_chute("m", error_rate=1.0)
 
 Fleet: a list of chute dicts (written to a temporary fleet YAML), a full fleet mapping, or a
-path. Waits on ``/healthz`` (bounded) and stops the process (bounded) on exit.
+path; ``litellm_config`` sets ``LITELLM_CONFIG_PATH`` (the chutes of a ``from_proxy_config``
+fleet, or of no fleet). Waits on ``/healthz`` (bounded) and stops the process (bounded) on exit.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class SimulatorProcess:
     def __init__(self, fleet: Sequence[Mapping[str, Any]] | Mapping[str, Any] | str | os.PathLike[str] | None = None, *,
                  time_scale: float = 0.01, refresh_seconds: float = 60.0, filler_entries: int = 0, seed: int = 1,
                  admin_token: str = "", port: int | None = None, env: Mapping[str, str] | None = None,
-                 prefix: Sequence[str] = (), start_timeout: float = 20.0) -> None:
+                 prefix: Sequence[str] = (), start_timeout: float = 20.0, litellm_config: str | os.PathLike[str] | None = None) -> None:
         self.port = port or free_port()
         self.admin_token = admin_token
         self.start_timeout = start_timeout
@@ -56,6 +57,8 @@ class SimulatorProcess:
             "SIM_FILLER_ENTRIES": str(filler_entries), "SIM_SEED": str(seed), "SIM_ADMIN_TOKEN": admin_token,
             "LOG_LEVEL": child_env.get("LOG_LEVEL", "info"),
         })
+        if litellm_config is not None:  # the chutes of a from_proxy_config fleet (or of no fleet)
+            child_env["LITELLM_CONFIG_PATH"] = str(litellm_config)
         child_env.update(env or {})
         self.process = ManagedProcess(f"simulator-{self.port}", [*prefix, *python_module("chutes_lb.simulator")], env=child_env,
                                       log_path=os.path.join(self._tmpdir, "simulator.log"))
@@ -111,6 +114,10 @@ class SimulatorProcess:
 
     def set_chute(self, key: str, **fields: Any) -> dict[str, Any]:
         return self.admin("POST", "/admin/chutes/" + key, fields)
+
+    def chute_record(self, key: str) -> dict[str, Any]:
+        """``GET /chutes/{key}`` (the real API's chute record); AdminError on 404."""
+        return self.admin("GET", "/chutes/" + key)
 
     def set_utilization(self, **fields: Any) -> dict[str, Any]:
         return self.admin("POST", "/admin/utilization", fields)

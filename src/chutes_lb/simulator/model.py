@@ -4,11 +4,16 @@ Nothing here does I/O or reads a clock of its own: every function takes ``now`` 
 monotonic clock) and every random draw takes an injected ``random.Random``, so the unit tests
 drive it with a fake clock and a seeded rng, without sleeping.
 
-Service-time model (per request on a chute with capacity ``C = instances x concurrency`` and
-``k`` requests in flight):
+Service-time model (per request on an instance with ``C = concurrency`` slots and ``k``
+requests in flight on it; a chute has ``instances`` of them, see ``prefix.py`` for the choice):
 
-* time to first token = ``ttft_sample x ttft_scale x (1 + alpha x k/C) x time_scale`` where
-  ``ttft_sample`` is lognormal (median, sigma) from the fleet file;
+* time to first token = ``queue wait + (ttft_sample + uncached_tokens / prefill_rate) x
+  ttft_scale x (1 + alpha x k/C) x time_scale`` (:func:`first_token_delay`), where
+  ``ttft_sample`` is lognormal (median, sigma) from the fleet file, ``uncached_tokens`` the
+  prompt tokens the instance's prefix cache does not hold (``prefix.py``) and ``prefill_rate``
+  the tokens/s one instance computes. Prefill is compute-bound and one instance computes one
+  prefill at a time: each instance keeps a FIFO prefill queue (``prefix.Instance``), so a
+  request arriving behind a long uncached prompt waits for it (the queue wait);
 * decode speed of *each* request = ``tps_sample x speed / (1 + alpha x k/C)`` tokens/s, **re-
   evaluated as the request runs** (after every few tokens), so a request slows down when others
   join the chute and speeds up when they leave: processor sharing, like a GPU server batching
@@ -28,7 +33,7 @@ import math
 import random
 from dataclasses import dataclass
 
-__all__ = ["Dist", "LoadRing", "WindowStats", "decode_rate", "ttft_seconds", "WINDOWS"]
+__all__ = ["Dist", "LoadRing", "WindowStats", "decode_rate", "ttft_seconds", "first_token_delay", "WINDOWS"]
 
 #: window name -> seconds; "current" is the last few seconds.
 WINDOWS: dict[str, int] = {"current": 10, "5m": 300, "15m": 900, "1h": 3600}
@@ -62,6 +67,18 @@ def decode_rate(tps: float, speed: float, in_flight: int, capacity: int, alpha: 
 
 def ttft_seconds(sample: float, ttft_scale: float, in_flight: int, capacity: int, alpha: float, time_scale: float) -> float:
     return sample * ttft_scale * load_factor(in_flight, capacity, alpha) * time_scale
+
+
+def first_token_delay(sample: float, uncached_tokens: int, prefill_rate: float, ttft_scale: float, in_flight: int,
+                      capacity: int, alpha: float, time_scale: float, queue_wait: float = 0.0) -> tuple[float, float]:
+    """``(seconds to the first token, seconds of prefill)``; both already times ``time_scale``.
+
+    ``queue_wait`` (seconds, already scaled) is the wait for the instance's prefill queue;
+    the prefill part is what this request adds to that queue.
+    """
+    factor = ttft_scale * load_factor(in_flight, capacity, alpha) * time_scale
+    prefill = uncached_tokens / prefill_rate * factor
+    return queue_wait + sample * factor + prefill, prefill
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,29 @@
-"""OpenAI wire format: request validation and response / SSE chunk bodies (pure).
+"""OpenAI wire format of the answers: response bodies, SSE chunks, usage, logprobs (pure).
 
-:func:`parse_request` accepts every shape real clients send (content parts, tools,
-response_format, stream_options, n, stop, max_tokens / max_completion_tokens, unknown extra
-fields) and rejects malformed ones with :class:`BadRequest` (-> 400 with OpenAI's error body).
-Generated text is a fixed word sequence sliced by token count (precomputed: no per-request work).
+Free text is a fixed word sequence sliced by token count (precomputed: no per-request work).
+Usage always carries ``prompt_tokens_details.cached_tokens`` (the prefix-cache hit), in plain
+answers and in the final usage chunk of a stream. Tool calls follow OpenAI's shapes: plain
+answers put ``message.tool_calls``; a stream sends one delta with the call's ``id``, ``type`` and
+``function.name`` (empty arguments), then the arguments in fragments. Logprobs are fixed
+pseudo-values in the right shape: chat ``logprobs.content[]`` entries with ``token``,
+``logprob``, ``bytes`` and ``top_logprobs``; legacy completions ``tokens``, ``token_logprobs``,
+``top_logprobs`` and ``text_offset``.
+
+Request parsing lives in :mod:`chutes_lb.simulator.openai_request` (re-exported here).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "text_for", "completion_body", "chunk"]
+from chutes_lb.simulator.openai_request import BadRequest, Parsed, context_error_body, error_body, parse_request
+
+if TYPE_CHECKING:
+    from chutes_lb.simulator.replies import ChoiceOut
+
+__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "text_for", "tokens_for",
+           "completion_body", "chunk", "delta_choice", "tool_call_deltas", "usage", "logprob_entries"]
 
 _WORDS = ("The quick brown fox jumps over the lazy dog while the simulator streams plausible "
           "tokens to every client that asks politely and some that do not").split()
@@ -24,107 +35,6 @@ for _t in _TOKENS:
 _TEXT = "".join(_TOKENS)
 
 
-class BadRequest(ValueError):
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.param = param
-        self.status = status
-
-
-def error_body(message: str, param: str | None = None, code: str | None = None, type_: str = "invalid_request_error") -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
-
-
-@dataclass(frozen=True)
-class Parsed:
-    model: str
-    stream: bool
-    n: int
-    max_tokens: int | None
-    prompt_tokens: int
-
-
-def _text_len(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, list):
-        total = 0
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text")
-                total += len(text) if isinstance(text, str) else 64  # images, audio: a flat guess
-            elif isinstance(part, str):
-                total += len(part)
-        return total
-    return 0
-
-
-def _opt_int(body: dict[str, Any], name: str, minimum: int) -> int | None:
-    v = body.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise BadRequest(f"'{name}' must be an integer >= {minimum}", name)
-    return v
-
-
-def parse_request(raw: bytes, chat: bool) -> Parsed:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise BadRequest("We could not parse the JSON body of your request.") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("you must provide a model parameter", "model")
-    stream = body.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean", "stream")
-    so = body.get("stream_options")
-    if so is not None and not isinstance(so, dict):
-        raise BadRequest("'stream_options' must be an object", "stream_options")
-    n = _opt_int(body, "n", 1) or 1
-    if n > 128:
-        raise BadRequest("'n' must be <= 128", "n")
-    max_tokens = _opt_int(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = _opt_int(body, "max_tokens", 1)
-    chars = 0
-    if chat:
-        messages = body.get("messages")
-        if messages is None:
-            raise BadRequest("Missing required parameter: 'messages'.", "messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("'messages' must be a non-empty array", "messages")
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise BadRequest(f"'messages[{i}]' must be an object with a 'role'", f"messages[{i}]")
-            chars += _text_len(m.get("content")) + 4
-        tools = body.get("tools")
-        if tools is not None:
-            if not isinstance(tools, list):
-                raise BadRequest("'tools' must be an array", "tools")
-            chars += len(orjson.dumps(tools))
-    else:
-        if "prompt" not in body:
-            raise BadRequest("Missing required parameter: 'prompt'.", "prompt")
-        prompt = body["prompt"]
-        if isinstance(prompt, str):
-            chars = len(prompt)
-        elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-            chars = sum(len(p) for p in prompt)
-        elif isinstance(prompt, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-            chars = 4 * len(prompt)
-        elif isinstance(prompt, list) and all(isinstance(p, list) for p in prompt):
-            chars = 4 * sum(len(p) for p in prompt)
-        else:
-            raise BadRequest("'prompt' must be a string, an array of strings or an array of tokens", "prompt")
-    return Parsed(model, stream, n, max_tokens, max(1, chars // 4))
-
-
 def text_for(tokens: int) -> str:
     return _TEXT[: _OFFSETS[min(tokens, MAX_TOKENS_TEXT)]]
 
@@ -133,23 +43,71 @@ def token(i: int) -> str:
     return _TOKENS[i % MAX_TOKENS_TEXT] if i < MAX_TOKENS_TEXT else " more"
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def tokens_for(k: int) -> list[str]:
+    """The first ``k`` tokens of the free text, one string per token."""
+    if k <= MAX_TOKENS_TEXT:
+        return _TOKENS[:k]
+    return _TOKENS + [" more"] * (k - MAX_TOKENS_TEXT)
 
 
-def completion_body(chat: bool, rid: str, created: int, model: str, lengths: list[int], finish: list[str], prompt_tokens: int) -> bytes:
+def usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
+
+
+# ---------------------------------------------------------------- logprobs
+def _lp(i: int, j: int = 0) -> float:
+    return -round(0.05 + ((i * 7919) % 97) / 100 + 1.5 * j, 4)
+
+
+def _alt(i: int, j: int) -> str:
+    return " " + _WORDS[(i + 3 * j + 1) % len(_WORDS)]
+
+
+def logprob_entries(chat: bool, pieces: list[str], top: int, start: int = 0, offset: int = 0) -> Any:
+    """The ``logprobs`` object of a choice (or of one stream chunk) holding ``pieces``."""
     if chat:
-        choices = [{"index": i, "message": {"role": "assistant", "content": text_for(k), "tool_calls": None},
-                    "logprobs": None, "finish_reason": finish[i]} for i, k in enumerate(lengths)]
-        obj = "chat.completion"
-    else:
-        choices = [{"index": i, "text": text_for(k), "logprobs": None, "finish_reason": finish[i]} for i, k in enumerate(lengths)]
-        obj = "text_completion"
-    return orjson.dumps({"id": rid, "object": obj, "created": created, "model": model, "choices": choices,
-                         "usage": usage(prompt_tokens, sum(lengths))})
+        content = []
+        for i, piece in enumerate(pieces, start):
+            tops = [{"token": piece, "logprob": _lp(i), "bytes": list(piece.encode())}]
+            tops += [{"token": (a := _alt(i, j)), "logprob": _lp(i, j), "bytes": list(a.encode())} for j in range(1, top)]
+            content.append({"token": piece, "logprob": _lp(i), "bytes": list(piece.encode()), "top_logprobs": tops[:top]})
+        return {"content": content, "refusal": None}
+    offsets, pos = [], offset
+    for piece in pieces:
+        offsets.append(pos)
+        pos += len(piece)
+    return {"tokens": list(pieces), "token_logprobs": [_lp(i) for i in range(start, start + len(pieces))],
+            "top_logprobs": [{piece: _lp(i), **{_alt(i, j): _lp(i, j) for j in range(1, top)}} for i, piece in enumerate(pieces, start)]
+            if top else None,
+            "text_offset": offsets}
 
 
-def chunk(chat: bool, rid: str, created: int, model: str, choices: list[dict[str, Any]], usage_: dict[str, int] | None = None, with_usage_key: bool = True) -> bytes:
+# ---------------------------------------------------------------- plain answers
+def _message(out: "ChoiceOut") -> dict[str, Any]:
+    if out.tool_name:
+        return {"role": "assistant", "content": None, "tool_calls": [
+            {"id": out.call_id, "type": "function", "function": {"name": out.tool_name, "arguments": "".join(out.pieces)}}]}
+    return {"role": "assistant", "content": "".join(out.pieces), "tool_calls": None}
+
+
+def completion_body(chat: bool, rid: str, created: int, model: str, outs: "list[ChoiceOut]", prompt_tokens: int,
+                    cached_tokens: int = 0, logprobs: int | None = None) -> bytes:
+    choices = []
+    for i, out in enumerate(outs):
+        lp = None if logprobs is None or out.tool_name else logprob_entries(chat, out.pieces, logprobs)
+        if chat:
+            choices.append({"index": i, "message": _message(out), "logprobs": lp, "finish_reason": out.finish})
+        else:
+            choices.append({"index": i, "text": "".join(out.pieces), "logprobs": lp, "finish_reason": out.finish})
+    return orjson.dumps({"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+                         "model": model, "choices": choices,
+                         "usage": usage(prompt_tokens, sum(len(o.pieces) for o in outs), cached_tokens)})
+
+
+# ---------------------------------------------------------------- streams
+def chunk(chat: bool, rid: str, created: int, model: str, choices: list[dict[str, Any]], usage_: dict[str, Any] | None = None,
+          with_usage_key: bool = True) -> bytes:
     obj: dict[str, Any] = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                            "created": created, "model": model, "choices": choices}
     if with_usage_key:
@@ -157,12 +115,22 @@ def chunk(chat: bool, rid: str, created: int, model: str, choices: list[dict[str
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def delta_choice(chat: bool, index: int, content: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
+def delta_choice(chat: bool, index: int, content: str | None, finish: str | None, role: bool = False,
+                 logprobs: Any = None) -> dict[str, Any]:
     if chat:
         delta: dict[str, Any] = {}
         if role:
             delta["role"] = "assistant"
         if content is not None:
             delta["content"] = content
-        return {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-    return {"index": index, "text": content or "", "logprobs": None, "finish_reason": finish}
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    return {"index": index, "text": content or "", "logprobs": logprobs, "finish_reason": finish}
+
+
+def tool_call_deltas(index: int, out: "ChoiceOut", fragment: int | None) -> dict[str, Any]:
+    """The stream delta that opens the call (``fragment`` None) or carries one argument fragment."""
+    if fragment is None:
+        call = {"index": 0, "id": out.call_id, "type": "function", "function": {"name": out.tool_name, "arguments": ""}}
+    else:
+        call = {"index": 0, "function": {"arguments": out.pieces[fragment]}}
+    return {"index": index, "delta": {"tool_calls": [call]}, "logprobs": None, "finish_reason": None}

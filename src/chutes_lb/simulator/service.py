@@ -1,7 +1,7 @@
 """The simulator's state: one :class:`ChuteRuntime` per chute and the utilization board.
 
-No HTTP here (that is ``app.py``); the clocks and the rng are injected so the capacity and
-utilization bookkeeping is unit-testable with a fake clock.
+No HTTP here (that is ``app.py``); the clocks and the rng are injected so the capacity,
+instance and utilization bookkeeping is unit-testable with a fake clock.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 import orjson
 
@@ -19,22 +19,50 @@ from chutes_lb.simulator import utilization as util
 from chutes_lb.simulator.faults import ChuteControls
 from chutes_lb.simulator.fleet_config import ChuteSpec, FleetConfig
 from chutes_lb.simulator.model import WINDOWS, LoadRing
+from chutes_lb.simulator.prefix import Instance, cacheable_blocks, choose_instance
 
-__all__ = ["ChuteRuntime", "Simulator", "UtilizationBoard"]
+__all__ = ["Admission", "ChuteRuntime", "Simulator", "UtilizationBoard", "controls_for"]
 
 log = logging.getLogger(__name__)
 FILLER_SEED = 20260218
+_RNG = random.Random(0)  # instance tie-breaks when the caller passes no rng (unit tests)
+
+
+def controls_for(spec: ChuteSpec) -> ChuteControls:
+    """A chute's controls as its fleet entry sets them (no faults)."""
+    return ChuteControls(spec.instances, spec.concurrency, reject_share=spec.reject_share, prefill_rate=spec.prefill_rate,
+                         cache_tokens=spec.cache_tokens, context_length=spec.context_length)
+
+
+class Admission(NamedTuple):
+    """``status`` 0 = admitted on ``instance`` (release it later), else 503/429 to answer."""
+
+    status: int
+    instance: Instance | None = None
+    cached_blocks: int = 0
 
 
 class ChuteRuntime:
-    """One chute: its spec, mutable controls, in-flight count and load history."""
+    """One chute: its spec, mutable controls, instances, in-flight count and load history.
+
+    ``in_flight`` counts every admitted request, also those still running on an instance that
+    an admin change removed (they hold capacity until they end, as before instances existed).
+    Rate-limit mode: with ``reject_share`` s, a request is rejected with 429 whenever the running
+    sum of s reaches 1 (error diffusion: exactly that share over any run of requests, with no
+    randomness), before any capacity check, and counted as rate-limited in the windows.
+    """
 
     def __init__(self, spec: ChuteSpec, now: float) -> None:
         self.spec = spec
-        self.controls = ChuteControls(spec.instances, spec.concurrency)
+        self.controls = controls_for(spec)
         self.in_flight = 0
         self.served = 0
         self.rejected_429 = 0
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
+        self._reject_acc = 0.0
+        self.instances: list[Instance] = []
+        self._fit_instances()
         self.ring = LoadRing(now, self.controls.capacity)
         self.unhung = asyncio.Event()
         self.unhung.set()
@@ -43,21 +71,47 @@ class ChuteRuntime:
     def capacity(self) -> int:
         return self.controls.capacity
 
-    def admit(self, now: float) -> int:
-        """0 = admitted (caller must :meth:`release`), else the status to answer (503/429)."""
-        if self.controls.instances == 0:
-            self.ring.count(now, requests=1)
-            return 503
-        if self.in_flight >= self.controls.capacity:
-            self.rejected_429 += 1
-            self.ring.count(now, requests=1, rate_limited=1)
-            return 429
-        self.in_flight += 1
-        self.ring.set_load(now, self.in_flight, self.controls.capacity)
-        self.ring.count(now, requests=1)
-        return 0
+    def _fit_instances(self) -> None:
+        c = self.controls
+        del self.instances[c.instances:]
+        for inst in self.instances:
+            inst.cache.resize(c.cache_tokens)
+        while len(self.instances) < c.instances:
+            self.instances.append(Instance(len(self.instances), c.cache_tokens, self.spec.block_tokens))
 
-    def release(self, now: float, completed: bool) -> None:
+    def admit(self, now: float, hashes: Sequence[bytes] = (), prompt_tokens: int = 0, rng: random.Random | None = None) -> Admission:
+        """Admit a request (the caller must :meth:`release` it) or say what to answer."""
+        c = self.controls
+        if c.instances == 0:
+            self.ring.count(now, requests=1)
+            return Admission(503)
+        if c.reject_share:
+            self._reject_acc += c.reject_share
+            if self._reject_acc >= 1.0 - 1e-9:
+                self._reject_acc -= 1.0
+                return self._reject(now)
+        if self.in_flight >= c.capacity:
+            return self._reject(now)
+        limit = cacheable_blocks(hashes, prompt_tokens, self.spec.block_tokens)
+        inst, cached = choose_instance(self.instances, c.concurrency, hashes, limit, rng or _RNG)
+        if inst is None:
+            return self._reject(now)
+        inst.in_flight += 1
+        self.in_flight += 1
+        self.prompt_tokens += prompt_tokens
+        self.cached_tokens += cached * self.spec.block_tokens
+        self.ring.set_load(now, self.in_flight, c.capacity)
+        self.ring.count(now, requests=1)
+        return Admission(0, inst, cached)
+
+    def _reject(self, now: float) -> Admission:
+        self.rejected_429 += 1
+        self.ring.count(now, requests=1, rate_limited=1)
+        return Admission(429)
+
+    def release(self, now: float, completed: bool, instance: Instance | None = None) -> None:
+        if instance is not None:
+            instance.in_flight -= 1
         self.in_flight -= 1
         self.ring.set_load(now, self.in_flight, self.controls.capacity)
         if completed:
@@ -66,15 +120,26 @@ class ChuteRuntime:
 
     def set_controls(self, controls: ChuteControls, now: float) -> None:
         self.controls = controls
+        self._fit_instances()
         self.ring.set_load(now, self.in_flight, controls.capacity)
         if controls.hang:
             self.unhung.clear()
         else:
             self.unhung.set()
 
+    def restore(self, now: float) -> None:
+        """Back to the fleet entry: its controls, empty caches and prefill queues, no reject carry."""
+        self.set_controls(controls_for(self.spec), now)
+        for inst in self.instances:
+            inst.cache.clear()
+            inst.prefill_free_at = 0.0
+        self._reject_acc = 0.0
+
     def state(self) -> dict[str, Any]:
         return {"chute_id": self.spec.chute_id, "name": self.spec.name, **asdict(self.controls),
-                "in_flight": self.in_flight, "served": self.served, "rejected_429": self.rejected_429}
+                "in_flight": self.in_flight, "served": self.served, "rejected_429": self.rejected_429,
+                "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
+                "instance_state": [{"in_flight": i.in_flight, "cached_tokens": i.cache.tokens} for i in self.instances]}
 
 
 def iso_utc(epoch: float) -> str:
@@ -167,7 +232,7 @@ class Simulator:
     def reset(self) -> None:
         now = self.clock()
         for c in self.chutes:
-            c.set_controls(ChuteControls(c.spec.instances, c.spec.concurrency), now)
+            c.restore(now)
         self.board.configure({"mode": "normal", "status": 500, "delay_seconds": 0.0, "size_bytes": 0,
                               "refresh_seconds": self.initial_refresh_seconds})
 
@@ -177,4 +242,5 @@ class Simulator:
     def models_body(self) -> bytes:
         return orjson.dumps({"object": "list", "data": [
             {"id": c.spec.name, "object": "model", "created": 1735689600, "owned_by": "chutes", "root": c.spec.name,
-             "chute_id": c.spec.chute_id, "max_model_len": 131072} for c in self.chutes]})
+             "chute_id": c.spec.chute_id, "max_model_len": c.controls.context_length,
+             "context_length": c.controls.context_length} for c in self.chutes]})
