@@ -30,7 +30,6 @@ import yaml  # noqa: E402
 
 from chutes_lb.devstack import write_config  # noqa: E402
 
-HOOK_MODULE = ROOT / "proxy" / "chutes_routing.py"
 MASTER_KEY = "sk-bench-7c1f0e55a9"
 _T0 = time.monotonic()
 
@@ -131,8 +130,8 @@ def litellm_config(directory: Path, chutes: Sequence[Mapping[str, Any]], *, rout
                    with_hook: bool = True, timeout: float | None = None, extra_callbacks: Iterable[str] = ()) -> Path:
     """A LiteLLM config for ``chutes`` in ``directory`` (the project's router settings).
 
-    ``with_hook`` keeps our routing callback (and copies ``chutes_routing.py`` beside the config,
-    where LiteLLM resolves it); without it the config is what a stock LiteLLM proxy would run.
+    ``with_hook`` keeps our routing callback (the installed ``chutes_routing`` module); without it
+    the config is what a stock LiteLLM proxy would run.
     ``model_info.concurrency`` is per instance, as in the project's config.
     """
     directory.mkdir(parents=True, exist_ok=True)
@@ -148,8 +147,6 @@ def litellm_config(directory: Path, chutes: Sequence[Mapping[str, Any]], *, rout
         data["router_settings"]["timeout"] = timeout
         data["litellm_settings"]["request_timeout"] = timeout
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    if with_hook:
-        shutil.copyfile(HOOK_MODULE, directory / "chutes_routing.py")
     return path
 
 

@@ -150,7 +150,6 @@ class Load:
 def run(minutes: float, warmup: float, concurrency: int, sample_seconds: float, time_scale: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="chutes-soak-"))
     config = write_config(tmp / "litellm-config.yaml", FLEET)
-    (tmp / "chutes_routing.py").write_text((ROOT / "proxy" / "chutes_routing.py").read_text())
     redis = None
     redis_url = os.environ.get("REDIS_URL")
     started: list[Any] = []

@@ -62,8 +62,7 @@ def start_stack(redis_url: str, prefix: str, *, refresh_seconds: float = 1.0, ti
     data["router_settings"]["timeout"] = upstream_timeout * 4
     data["litellm_settings"]["request_timeout"] = upstream_timeout * 4
     config.write_text(yaml.safe_dump(data, sort_keys=False))
-    # proxy/chutes_routing.py must sit beside the config (LiteLLM resolves callbacks there)
-    (tmp / "chutes_routing.py").write_text((Path(__file__).resolve().parents[2] / "proxy" / "chutes_routing.py").read_text())
+    # no chutes_routing.py beside this config: the callback module is found wherever the config is
     sim = SimulatorProcess({"defaults": SIM_DEFAULTS, "chutes": FLEET}, time_scale=time_scale, refresh_seconds=refresh_seconds).start()
     poller = proxy = None
     try:

@@ -19,7 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from chutes_lb.fleet import FleetError, load_chutes
-from chutes_lb.entry import start_service
+from chutes_lb.entry import check_requested, config_error, start_service
 from chutes_lb.poller.http import UtilizationFetcher, make_app
 from chutes_lb.poller.metrics import PollerMetrics
 from chutes_lb.poller.service import Poller
@@ -67,19 +67,28 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    checking = check_requested(argv)
     settings = start_service("chutes-poller")
-    if not settings.demo_mode:
-        try:
-            settings.require("chutes_api_key")
-        except SettingsError as exc:
-            log.error("%s (real mode polls api.chutes.ai; set DEMO_MODE=true for the simulator)", exc)
-            return 2
+    try:
+        if not settings.demo_mode:
+            try:
+                settings.require("chutes_api_key")
+            except SettingsError as exc:
+                raise SettingsError(f"{exc} (real mode polls api.chutes.ai; set DEMO_MODE=true for the simulator)") from None
+        chutes = load_chutes(settings.litellm_config_path)
+    except (SettingsError, FleetError) as exc:
+        log.error("configuration error: %s", exc)
+        return config_error("chutes-poller", exc)
+    if checking:
+        print(f"chutes-poller: config ok: {len(chutes)} chutes, polling {settings.chutes_api_base} every "
+              f"{settings.poll_interval_seconds:g}s")
+        return 0
     try:
         asyncio.run(serve(settings))
     except FleetError as exc:
-        log.error("%s", exc)
-        return 2
+        log.error("configuration error: %s", exc)
+        return config_error("chutes-poller", exc)
     return 0
 
 

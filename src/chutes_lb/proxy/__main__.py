@@ -15,34 +15,53 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chutes_lb.entry import start_service
-from chutes_lb.fleet import FleetError, load_chutes
+from chutes_lb.entry import check_requested, config_error, start_service
+from chutes_lb.fleet import ROUTING_CALLBACK, Fleet, FleetError, read_fleet
 from chutes_lb.proxy import environment
 from chutes_lb.settings import Settings, SettingsError
 
 log = logging.getLogger("chutes_lb.proxy")
 
 
+def check(settings: Settings) -> Fleet:
+    """Everything a start would refuse, without starting anything (keys, the model list, the hook)."""
+    environment.validate(settings)
+    fleet = read_fleet(Path(settings.litellm_config_path).resolve())
+    if ROUTING_CALLBACK not in fleet.callbacks:
+        raise FleetError(f"{settings.litellm_config_path}: litellm_settings.callbacks must list {ROUTING_CALLBACK!r} "
+                         "(without it nothing routes: LiteLLM would pick chutes blindly)")
+    return fleet
+
+
 def prepare_environment(settings: Settings, environ: dict[str, str]) -> None:
     """Validate, then set what LiteLLM and the workers read (chutes_lb.proxy.environment) and
     empty the prometheus-client multiprocess directory the workers share."""
-    environment.validate(settings)
-    chutes = load_chutes(Path(settings.litellm_config_path).resolve())  # fail fast on a broken model list
+    fleet = check(settings)
+    for warning in fleet.warnings:
+        log.warning("config: %s", warning)
+    chutes = fleet.chutes
     environment.apply(settings, environ)
     mp_dir = environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(tempfile.gettempdir(), f"chutes-lb-metrics-{settings.litellm_port}")
     shutil.rmtree(mp_dir, ignore_errors=True)
     os.makedirs(mp_dir, exist_ok=True)
     environ["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
+    environ["CHUTES_LB_WORKER_OF"] = str(os.getpid())  # the workers die with this process
     log.info("%d chutes configured from %s: %s", len(chutes), environ["CONFIG_FILE_PATH"], ", ".join(c.name for c in chutes))
 
 
 def main(argv: list[str] | None = None) -> int:
+    checking = check_requested(argv)
     settings = start_service("chutes-lb proxy")
     try:
+        if checking:
+            fleet = check(settings)
+            print(f"chutes-lb proxy: config ok: {len(fleet.chutes)} chutes in {len(fleet.groups)} model groups "
+                  f"({settings.litellm_config_path}), {'demo' if settings.demo_mode else 'real'} mode")
+            return 0
         prepare_environment(settings, os.environ)  # type: ignore[arg-type]
     except (SettingsError, FleetError) as exc:
         log.error("configuration error: %s", exc)
-        return 2
+        return config_error("chutes-lb proxy", exc)
     if settings.demo_mode:
         log.warning("DEMO MODE: routing to the Chutes simulator at %s (no real Chutes traffic)", settings.chutes_inference_base)
     log.info(

@@ -7,7 +7,7 @@ import sys
 from aiohttp import web
 
 from chutes_lb.fleet import FleetError
-from chutes_lb.entry import start_service
+from chutes_lb.entry import check_requested, config_error, start_service
 
 from chutes_lb.simulator.app import make_app
 from chutes_lb.simulator.fleet_config import fleet_from_proxy_config, load_fleet
@@ -16,14 +16,18 @@ from chutes_lb.simulator.service import Simulator
 log = logging.getLogger("chutes_lb.simulator")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    checking = check_requested(argv)
     settings = start_service("chutes-simulator")
     try:
         fleet = (load_fleet(settings.sim_fleet_path, settings.litellm_config_path) if settings.sim_fleet_path
                  else fleet_from_proxy_config(settings.litellm_config_path))
     except FleetError as exc:
         log.error("cannot load the fleet: %s", exc)
-        return 2
+        return config_error("chutes-simulator", exc)
+    if checking:
+        print(f"chutes-simulator: fleet ok: {len(fleet.chutes)} chutes from {fleet.source}")
+        return 0
     for warning in fleet.warnings:
         log.warning("%s", warning)
     try:
