@@ -81,6 +81,13 @@ def _slow_ratio(raw: str) -> float:
     return value
 
 
+def _percent(raw: str) -> float:
+    value = _nonneg_float(raw)
+    if value > 100:
+        raise ValueError("must be a percentage 0..100")
+    return value
+
+
 def _pos_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -160,6 +167,9 @@ class Settings:
     proxy_header_timeout_seconds: float = _var("PROXY_HEADER_TIMEOUT_SECONDS", _pos_float, "30", "A client that has not sent its whole request line and headers after this long gets 408 and is disconnected (slow-loris)")
     proxy_body_timeout_seconds: float = _var("PROXY_BODY_TIMEOUT_SECONDS", _pos_float, "60", "A client that has not sent its whole completion request body after this long gets 408 (slow clients)")
     proxy_request_timeout_seconds: float = _var("PROXY_REQUEST_TIMEOUT_SECONDS", _pos_float, "600", "Live in-flight bookkeeping forgets a request after this long (client gone, no callback)")
+    retry_budget_percent: float = _var("RETRY_BUDGET_PERCENT", _percent, "20", "Retries on another chute are held to this share of the request rate over 10 s (plus 1 per second), so an outage is not amplified into a retry storm; 0 = retry only within that floor")
+    proxy_metrics_public: bool = _var("PROXY_METRICS_PUBLIC", _bool, "false", "false: /metrics answers only loopback clients or the master key; true: anyone who reaches the port (Compose, Swarm and Kubernetes set it: the port is on their internal network only)")
+    proxy_access_log: bool = _var("PROXY_ACCESS_LOG", _bool, "false", "true: one log line per request (method, route, status, chute, duration; never a prompt or a key)")
     # --- poller
     poll_interval_seconds: float = _var("POLL_INTERVAL_SECONDS", _pos_float, "30", "Seconds between utilization polls")
     poll_timeout_seconds: float = _var("POLL_TIMEOUT_SECONDS", _pos_float, "10", "Timeout of one utilization request")

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from chutes_lb.fleet import load_chutes
+from chutes_lb.fleet import load_deployments
 from chutes_lb.routing.core import RoutingConfig, RoutingCore
 from chutes_lb.routing.follower import SnapshotFollower
 from chutes_lb.routing.hook import BackgroundTasks, ChutesRoutingHook
@@ -37,7 +37,7 @@ class ProxyRuntime:
 def build_runtime(settings: Settings) -> ProxyRuntime:
     import redis.asyncio as aioredis
 
-    deployments = load_chutes(settings.litellm_config_path)
+    deployments = load_deployments(settings.litellm_config_path)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     core = RoutingCore(deployments, RoutingConfig.from_settings(settings), PrometheusRoutingMetrics(), worker_id=worker_id)
     client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10)

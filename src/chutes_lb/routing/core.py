@@ -70,9 +70,11 @@ class RoutingCore:
         self.rng = rng or random.Random()
         self.worker_id = worker_id
         self.chutes: dict[str, ChuteRef] = {}
+        self.groups_of: dict[str, list[str]] = {}  # chute id -> the model groups it serves
         for ref in deployments:
             self.chutes.setdefault(ref.chute_id, ref)
-        self.chute_of_deployment: dict[str, str] = {ref.chute_id: ref.chute_id for ref in deployments}
+            self.groups_of.setdefault(ref.chute_id, []).append(ref.model_group)
+        self.chute_of_deployment: dict[str, str] = {ref.deployment_id: ref.chute_id for ref in deployments}
         self.live = LiveState()
         self.remote: dict[str, RemoteCounts] = {cid: RemoteCounts() for cid in self.chutes}
         for cid in self.chutes:
@@ -86,7 +88,7 @@ class RoutingCore:
         self.estimated_at: float | None = None
         self._known_instances: dict[str, int] = {}
         self._candidate_cache: dict[tuple[object, tuple[str, ...]], CandidateSet] = {}
-        self._period: Counter[tuple[str, str]] = Counter()
+        self._period: Counter[tuple[str, str, str]] = Counter()  # (group, chute label, reason)
         self._period_logged = 0
 
     # ------------------------------------------------------------ naming
@@ -106,12 +108,15 @@ class RoutingCore:
         return snap
 
     def pick(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), last_failed: str | None = None,
-             call_id: str | None = None, failure_kinds: Mapping[str, str] | None = None) -> str:
+             call_id: str | None = None, failure_kinds: Mapping[str, str] | None = None, api: str = "chat",
+             group: str = "") -> str:
         """Choose the deployment for one upstream attempt and open its bookkeeping.
 
         ``failed``: deployments that already failed within this request (never chosen again while
         another chute is available); ``last_failed``: the one whose failure caused this pick;
-        ``failure_kinds``: outcome per failed deployment for attempts LiteLLM did not report."""
+        ``failure_kinds``: outcome per failed deployment for attempts LiteLLM did not report.
+        A pick without a ``call_id`` is answered but opens nothing: no attempt can be closed for
+        it (LiteLLM asks that way outside requests, e.g. for token counting)."""
         now = self.clock()
         by_chute: dict[str, str] = {}
         for dep in deployment_ids:
@@ -122,22 +127,23 @@ class RoutingCore:
         d = decide(cands, self.strategy, self.rng, now=now, excluded=excluded, replicas=self.replicas,
                    snapshot_version=self.live.snapshot_version, params=self.params)
         chute = d.chute_id
+        if call_id is None:
+            return by_chute[chute]
         label = self.label(chute)
-        self.metrics.decision(label, d.reason.value, self.strategy)
+        self.metrics.decision(label, d.reason.value, self.strategy, api)
         if snap is None and self.strategy in SNAPSHOT_STRATEGIES:
             self.metrics.fallback(self.snapshot_state if self.snapshot_state != "ok" else "stale")
         if excluded and last_failed is not None and self.chute_id(last_failed) in self.chutes:
             self.metrics.failover(self.label(self.chute_id(last_failed)))  # once, against the chute that just failed
-        if call_id is not None and self.ledger.has(call_id):
+        if self.ledger.has(call_id):
             # LiteLLM retries only after an attempt failed, and does not report every failed
             # attempt to the callbacks: whatever this request still has open has failed.
             kinds = {self.chute_id(k): v for k, v in (failure_kinds or {}).items()}
             self._close_all(call_id, now, kinds, "error")
         token = self.live.on_start(chute, now)
-        if call_id is not None:
-            self.ledger.open(call_id, chute, Attempt(token, now))
+        self.ledger.open(call_id, chute, Attempt(token, now, api))
         self.metrics.attempt_started(label)
-        self._note(label, d.reason.value, excluded, lambda: estimate(cands, d.index, now, float(self.replicas), self.params, self.live.snapshot_version))
+        self._note(group, label, d.reason.value, excluded, lambda: estimate(cands, d.index, now, float(self.replicas), self.params, self.live.snapshot_version))
         return by_chute[chute]
 
     def candidates(self, snap: Snapshot | None, chute_ids: tuple[str, ...]) -> CandidateSet:
@@ -164,15 +170,15 @@ class RoutingCore:
         built = self._candidate_cache[key] = CandidateSet(cands)
         return built
 
-    def _note(self, label: str, reason: str, excluded: frozenset[str], est: Callable[[], Estimate]) -> None:
-        self._period[(label, reason)] += 1
+    def _note(self, group: str, label: str, reason: str, excluded: frozenset[str], est: Callable[[], Estimate]) -> None:
+        self._period[(group, label, reason)] += 1
         if self._period_logged < DECISION_LOG_BUDGET or log.isEnabledFor(logging.DEBUG):
             self._period_logged += 1
             e = est()
             room = "429 hold" if e.penalized else f"{e.free:.1f} slots{' (slow)' if e.slow else ''}"
             after = f", after failure of {', '.join(self.label(c) for c in sorted(excluded))}" if excluded else ""
-            log.info("routing -> %s (strategy %s, reason %s, est. headroom %s, snapshot %s%s)", label, self.strategy,
-                     reason, room, self.snapshot_state, after)
+            log.info("routing -> %s (group %s, strategy %s, reason %s, est. headroom %s, snapshot %s%s)", label, group or "-",
+                     self.strategy, reason, room, self.snapshot_state, after)
 
     # ------------------------------------------------------------ outcomes
     def attempt_ended(self, call_id: str, deployment_id: str, outcome: str, *, ttft: float | None = None,
@@ -184,6 +190,20 @@ class RoutingCore:
         """The request failed for good: every attempt it still has open is over."""
         self._close_all(call_id, self.clock(), {}, outcome)
 
+    def close_attempts(self, call_id: str, outcome: str) -> list[str]:
+        """Close whatever this request still has open with ``outcome``; returns those chutes."""
+        open_now = self.ledger.chutes_of(call_id)
+        self._close_all(call_id, self.clock(), {}, outcome)
+        return open_now
+
+    def tried(self, call_id: str) -> list[str]:
+        """The chutes this request was sent to so far, in order."""
+        return self.ledger.tried(call_id)
+
+    def request_done(self, call_id: str) -> None:
+        """The proxy is done with this request (its open attempts close through their callbacks)."""
+        self.ledger.forget(call_id)
+
     def _end(self, call_id: str, chute: str, outcome: str, now: float, ttft: float | None = None,
              tokens: float | None = None) -> None:
         attempt = self.ledger.close(call_id, chute)
@@ -193,7 +213,7 @@ class RoutingCore:
             self.live.on_first_token(attempt.token, attempt.started + ttft)
         self.live.on_end(attempt.token, now, outcome, tokens)
         latency = max(0.0, now - attempt.started) if outcome == "success" else None
-        self.metrics.attempt_ended(self.label(chute), outcome, latency, ttft)
+        self.metrics.attempt_ended(self.label(chute), outcome, latency, ttft, attempt.api)
 
     def _close_all(self, call_id: str, now: float, kinds: Mapping[str, str], default: str) -> None:
         for chute in self.ledger.chutes_of(call_id):
@@ -202,8 +222,10 @@ class RoutingCore:
     def sweep(self) -> None:
         """Forget attempts whose callback never came (client gone): bounded memory, honest counts."""
         now = self.clock()
-        for call_id, chute in self.ledger.older_than(now - self.config.request_timeout_seconds):
+        cutoff = now - self.config.request_timeout_seconds
+        for call_id, chute in self.ledger.older_than(cutoff):
             self._end(call_id, chute, "timeout", now)
+        self.ledger.forget_older_than(cutoff)
 
     # ------------------------------------------------------------ snapshot (background)
     def adopt(self, snap: Snapshot) -> None:
@@ -284,12 +306,14 @@ class RoutingCore:
         if not counts:
             return None
         total = sum(counts.values())
-        per_chute: Counter[str] = Counter()
+        per_group: dict[str, Counter[str]] = {}
         per_reason: Counter[str] = Counter()
-        for (label, reason), n in counts.items():
-            per_chute[label] += n
+        for (group, label, reason), n in counts.items():
+            per_group.setdefault(group or "-", Counter())[label] += n
             per_reason[reason] += n
-        parts = ", ".join(f"{label} {n} ({100 * n / total:.0f}%)" for label, n in per_chute.most_common())
+        parts = "; ".join(
+            f"{group} {sum(c.values())}: " + ", ".join(f"{label} {n} ({100 * n / sum(c.values()):.0f}%)" for label, n in c.most_common())
+            for group, c in sorted(per_group.items(), key=lambda kv: -sum(kv[1].values())))
         reasons = ", ".join(f"{reason}={n}" for reason, n in per_reason.most_common())
         snap = self.snapshot
         age = f"{snap.age(self.clock()):.0f}s" if snap else "n/a"

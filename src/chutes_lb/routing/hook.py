@@ -21,7 +21,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from chutes_lb.routing.core import RoutingCore
 from chutes_lb.routing.follower import SnapshotFollower
-from chutes_lb.routing.requestinfo import (attempt_key, classify_failure, completion_tokens, failed_ids_in_request,
+from chutes_lb.routing.requestinfo import (api_of, attempt_key, classify_failure, completion_tokens, failed_ids_in_request,
                                            failure_kinds_in_request, last_failed_in_request, ttft_seconds)
 from chutes_lb.routing.sharing import InflightSharing
 
@@ -81,7 +81,8 @@ class ChutesRoutingHook(CustomLogger):
             by_id.setdefault(str((dep.get("model_info") or {}).get("id", "")), dep)
         choice = self.core.pick(tuple(by_id), failed=failed_ids_in_request(request_kwargs),
                                 last_failed=last_failed_in_request(request_kwargs), call_id=_call_id(request_kwargs),
-                                failure_kinds=failure_kinds_in_request(request_kwargs))
+                                failure_kinds=failure_kinds_in_request(request_kwargs), api=api_of(request_kwargs),
+                                group=model)
         return [by_id[choice]]
 
     def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, tokens: float | None = None) -> None:

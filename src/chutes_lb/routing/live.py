@@ -46,8 +46,9 @@ __all__ = [
     "exchange",
 ]
 
-Outcome = Literal["success", "rate_limited", "error", "timeout"]
-OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout")
+Outcome = Literal["success", "rate_limited", "error", "timeout", "cancelled"]
+# cancelled: the client went away (or the proxy gave up); frees the slot, teaches nothing
+OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout", "cancelled")
 
 _LN2 = math.log(2.0)
 RECENT_STARTS = 1024  # start times kept per chute, to know own starts since a remote measurement
@@ -227,6 +228,8 @@ class LiveState:
             c.penalty_until = now + self.penalty_seconds
             c.penalty_version = self.snapshot_version
             c.last_429_at = now
+        elif outcome == "cancelled":
+            pass
         elif outcome in ("error", "timeout"):
             c.errors_total += 1
             s = c.error_at(now)

@@ -5,7 +5,8 @@ multiprocess mode under the proxy: ``PROMETHEUS_MULTIPROC_DIR`` must be set befo
 prometheus_client is imported, which ``python -m chutes_lb.proxy`` does for its workers) and
 :class:`RecordingMetrics` (in memory, for tests). Names are fixed (the dashboard and the alert
 rules use them). Label values are bounded: ``chute`` is the name of a configured chute (or
-``unconfigured``); ``reason``, ``outcome``, ``strategy`` come from fixed enums.
+``unconfigured``); ``api`` is one of :data:`APIS`; ``reason``, ``outcome``, ``strategy`` come
+from fixed enums.
 
 Must not import: Redis, HTTP clients, LiteLLM, or anything in ``chutes_lb.proxy``.
 """
@@ -14,18 +15,25 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Protocol
 
-__all__ = ["RoutingMetrics", "PrometheusRoutingMetrics", "RecordingMetrics"]
+__all__ = ["RoutingMetrics", "PrometheusRoutingMetrics", "RecordingMetrics", "APIS", "REQUEST_OUTCOMES"]
+
+APIS = ("chat", "text", "messages", "responses")
+# how a client request ended: served; refused as bad input; every attempt rate-limited; failed upstream
+REQUEST_OUTCOMES = ("ok", "client_error", "rate_limited", "upstream_error", "cancelled")
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 _TTFT_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 
 
 class RoutingMetrics(Protocol):
-    def decision(self, chute: str, reason: str, strategy: str) -> None: ...
+    def decision(self, chute: str, reason: str, strategy: str, api: str) -> None: ...
     def fallback(self, reason: str) -> None: ...
     def failover(self, chute: str) -> None: ...
     def attempt_started(self, chute: str) -> None: ...
-    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None) -> None: ...
+    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None, api: str) -> None: ...
+    def request(self, api: str, outcome: str, seconds: float) -> None: ...
+    def retry(self, api: str, reason: str) -> None: ...
+    def retry_refused(self, api: str) -> None: ...
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None: ...
     def snapshot(self, age_seconds: float | None, usable: bool) -> None: ...
 
@@ -39,10 +47,14 @@ class PrometheusRoutingMetrics:
         from prometheus_client import Gauge, Histogram
 
         r = {"registry": registry}
-        self._decisions = PCounter("chutes_lb_routing_decisions", "Routing decisions by chosen chute, reason and strategy", ["chute", "reason", "strategy"], **r)
+        self._decisions = PCounter("chutes_lb_routing_decisions", "Routing decisions by chosen chute, reason, strategy and API", ["chute", "reason", "strategy", "api"], **r)
         self._fallbacks = PCounter("chutes_lb_routing_fallbacks", "Decisions made without a usable utilization snapshot, by why", ["reason"], **r)
         self._failovers = PCounter("chutes_lb_failovers", "Requests re-routed to another chute after this chute failed them", ["chute"], **r)
-        self._upstream = PCounter("chutes_lb_upstream_requests", "Upstream attempts by chute and outcome", ["chute", "outcome"], **r)
+        self._upstream = PCounter("chutes_lb_upstream_requests", "Upstream attempts by chute, outcome and API", ["chute", "outcome", "api"], **r)
+        self._requests = PCounter("chutes_lb_requests", "Client requests by API and how they ended", ["api", "outcome"], **r)
+        self._duration = Histogram("chutes_lb_request_duration_seconds", "Client request time in the proxy, retries included (streams: to the last byte)", ["api"], buckets=_LATENCY_BUCKETS, **r)
+        self._retries = PCounter("chutes_lb_retries", "Upstream attempts retried on another chute, by API and why", ["api", "reason"], **r)
+        self._retry_refused = PCounter("chutes_lb_retry_budget_exhausted", "Retries not made because the retry budget (20% of the request rate) was spent", ["api"], **r)
         self._latency = Histogram("chutes_lb_upstream_latency_seconds", "Upstream attempt latency (whole response)", ["chute"], buckets=_LATENCY_BUCKETS, **r)
         self._ttft = Histogram("chutes_lb_time_to_first_token_seconds", "Time to first token of streamed responses", ["chute"], buckets=_TTFT_BUCKETS, **r)
         self._inflight = Gauge("chutes_lb_inflight_requests", "Requests open to each chute (this replica, all workers)", ["chute"], multiprocess_mode="livesum", **r)
@@ -51,8 +63,8 @@ class PrometheusRoutingMetrics:
         self._snapshot_age = Gauge("chutes_lb_snapshot_age_seconds", "Age of the utilization snapshot the workers route on (max over workers)", multiprocess_mode="livemax", **r)
         self._snapshot_usable = Gauge("chutes_lb_snapshot_usable", "1 when the worker routes with a fresh snapshot, 0 on live signals alone (min over workers)", multiprocess_mode="livemin", **r)
 
-    def decision(self, chute: str, reason: str, strategy: str) -> None:
-        self._decisions.labels(chute, reason, strategy).inc()
+    def decision(self, chute: str, reason: str, strategy: str, api: str) -> None:
+        self._decisions.labels(chute, reason, strategy, api).inc()
 
     def fallback(self, reason: str) -> None:
         self._fallbacks.labels(reason).inc()
@@ -63,13 +75,23 @@ class PrometheusRoutingMetrics:
     def attempt_started(self, chute: str) -> None:
         self._inflight.labels(chute).inc()
 
-    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None) -> None:
+    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None, api: str) -> None:
         self._inflight.labels(chute).dec()
-        self._upstream.labels(chute, outcome).inc()
+        self._upstream.labels(chute, outcome, api).inc()
         if ttft is not None:
             self._ttft.labels(chute).observe(ttft)
         if latency is not None:
             self._latency.labels(chute).observe(latency)
+
+    def request(self, api: str, outcome: str, seconds: float) -> None:
+        self._requests.labels(api, outcome).inc()
+        self._duration.labels(api).observe(seconds)
+
+    def retry(self, api: str, reason: str) -> None:
+        self._retries.labels(api, reason).inc()
+
+    def retry_refused(self, api: str) -> None:
+        self._retry_refused.labels(api).inc()
 
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None:
         self._headroom.labels(chute).set(headroom)
@@ -89,8 +111,8 @@ class RecordingMetrics:
         self.gauges: dict[tuple[str, str], float] = {}
         self.snapshot_state: tuple[float | None, bool] | None = None
 
-    def decision(self, chute: str, reason: str, strategy: str) -> None:
-        self.counts[("decision", chute, reason, strategy)] += 1
+    def decision(self, chute: str, reason: str, strategy: str, api: str = "chat") -> None:
+        self.counts[("decision", chute, reason, strategy, api)] += 1
 
     def fallback(self, reason: str) -> None:
         self.counts[("fallback", reason)] += 1
@@ -101,9 +123,18 @@ class RecordingMetrics:
     def attempt_started(self, chute: str) -> None:
         self.inflight[chute] += 1
 
-    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None) -> None:
+    def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None, api: str = "chat") -> None:
         self.inflight[chute] -= 1
-        self.counts[("upstream", chute, outcome)] += 1
+        self.counts[("upstream", chute, outcome, api)] += 1
+
+    def request(self, api: str, outcome: str, seconds: float) -> None:
+        self.counts[("request", api, outcome)] += 1
+
+    def retry(self, api: str, reason: str) -> None:
+        self.counts[("retry", api, reason)] += 1
+
+    def retry_refused(self, api: str) -> None:
+        self.counts[("retry_refused", api)] += 1
 
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None:
         self.gauges[("headroom", chute)] = headroom

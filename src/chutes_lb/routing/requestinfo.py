@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 _METADATA_KEYS = ("metadata", "litellm_metadata")
+API_KEY = "chutes_lb_api"  # metadata: which client API the call serves (chat, text, messages, responses)
+EXCLUDED_KEY = "chutes_lb_excluded"  # metadata: deployments that already failed this request, in order
 
 
 def _metadata_dicts(kwargs: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
@@ -41,6 +43,7 @@ def failed_ids_in_request(request_kwargs: Mapping[str, Any] | None) -> frozenset
     failed.update(_ids(request_kwargs.get("_retry_skipped_deployment_ids")))
     for meta in _metadata_dicts(request_kwargs):
         failed.update(_ids(meta.get("_failover_excluded_ids")))
+        failed.update(_ids(meta.get(EXCLUDED_KEY)))  # set by the proxy's own retry loop
         previous = meta.get("previous_models")
         if isinstance(previous, (list, tuple)):
             for attempt in previous:
@@ -79,6 +82,10 @@ def last_failed_in_request(request_kwargs: Mapping[str, Any] | None) -> str | No
     """The deployment whose failure caused this pick (the newest retry breadcrumb), if any."""
     if not request_kwargs:
         return None
+    for meta in _metadata_dicts(request_kwargs):
+        ours = list(_ids(meta.get(EXCLUDED_KEY)))
+        if ours:
+            return ours[-1]
     for meta in _metadata_dicts(request_kwargs):
         previous = meta.get("previous_models")
         if isinstance(previous, (list, tuple)):
@@ -146,3 +153,14 @@ def completion_tokens(response_obj: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if 0 < value < 1e9 else None
+
+
+def api_of(kwargs: Mapping[str, Any] | None, default: str = "chat") -> str:
+    """The client API a call serves (the proxy's metadata marker), ``default`` when absent."""
+    if not kwargs:
+        return default
+    for meta in _metadata_dicts(kwargs):
+        value = meta.get(API_KEY)
+        if isinstance(value, str) and value:
+            return value
+    return "text" if kwargs.get("call_type") in ("atext_completion", "text_completion") else default

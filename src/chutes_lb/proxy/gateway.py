@@ -1,0 +1,232 @@
+"""The one way from every client API (chat, text, Messages, Responses) to LiteLLM's router.
+
+:meth:`Gateway.call` sends a chat or text completion to a model group through
+``llm_router.acompletion`` / ``atext_completion`` with LiteLLM's own retries and fallbacks off,
+and retries here instead, so that one client request makes at most ``1 + num_retries`` upstream
+attempts in every failure mode (LiteLLM's layers stacked to 7-11). Each attempt goes through the
+routing hook like any other (same decision, in-flight accounting, metrics), with the chutes that
+already failed excluded. A retry also needs the :class:`~chutes_lb.routing.retry.RetryBudget`.
+After the group's chutes have all failed, the next attempt goes to the group's fallbacks
+(``router_settings.fallbacks``).
+
+A stream is retried too until its first chunk arrived: nothing has reached the client yet.
+:class:`Streamed` then guards it: a client that goes away closes the upstream stream and the
+attempt (``cancelled``); an error mid-way closes it with the error's outcome and re-raises for
+the API layer to turn into its own error event.
+
+A request that fails for good raises :class:`UpstreamFailure`: the status a client gets
+(429, 502, 503, 504, or the upstream's own 4xx) and a message naming each attempt's chute and
+what failed (``HTTP 503``, ``connect error``, ``timeout``), never a traceback; keys are redacted.
+Each failed attempt is one log line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from chutes_lb.fleet import Fleet
+from chutes_lb.redact import Redactor
+from chutes_lb.routing.core import RoutingCore
+from chutes_lb.routing.requestinfo import API_KEY, EXCLUDED_KEY
+from chutes_lb.routing.retry import Failure, RetryBudget, failure_of, final_status
+
+__all__ = ["Gateway", "CallResult", "Streamed", "UpstreamFailure"]
+
+log = logging.getLogger("chutes_lb.proxy")
+
+STREAM_CLOSE_GRACE_SECONDS = 5.0  # LiteLLM may never call back for an empty stream: close it then
+
+
+class UpstreamFailure(Exception):
+    """A request that failed for good, with the status and message the client gets."""
+
+    def __init__(self, status: int, message: str, failures: list[Failure], retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.failures, self.retry_after = status, message, failures, retry_after
+
+    @property
+    def kind(self) -> str:
+        """``rate_limited`` (every attempt 429), else ``upstream_error``."""
+        return "rate_limited" if self.status == 429 else "upstream_error"
+
+
+@dataclass
+class CallResult:
+    response: Any  # ModelResponse / TextCompletionResponse, or None for a stream
+    chute_id: str  # the chute that served it
+    call_id: str
+    attempts: int
+    stream: "Streamed | None" = None
+
+
+@dataclass
+class Attempted:
+    chute: str  # label
+    failure: Failure
+    detail: str = ""
+
+
+class Streamed:
+    """A stream whose first chunk already arrived; iterate it once."""
+
+    def __init__(self, gateway: "Gateway", call_id: str, wrapper: Any, first: Any, empty: bool) -> None:
+        self._gateway, self.call_id, self._wrapper, self._first, self._empty = gateway, call_id, wrapper, first, empty
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        done = False
+        try:
+            if not self._empty:
+                yield self._first
+                async for chunk in self._wrapper:
+                    yield chunk
+            done = True
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            failure = failure_of(type(exc).__name__, getattr(exc, "status_code", None), str(exc))
+            self._gateway.core.close_attempts(self.call_id, failure.outcome)
+            done = True
+            raise
+        finally:
+            if not done:  # the client went away: free the chute and the routing slot
+                self._gateway.core.close_attempts(self.call_id, "cancelled")
+                try:
+                    await asyncio.shield(self._wrapper.aclose()) if hasattr(self._wrapper, "aclose") else None
+                except Exception:  # closing a broken stream must not mask why it ended
+                    pass
+            self._gateway.finished(self.call_id)
+
+
+@dataclass
+class Gateway:
+    router: Callable[[], Any]  # returns LiteLLM's llm_router (set once the proxy started)
+    core: RoutingCore
+    fleet: Fleet
+    budget: RetryBudget
+    redactor: Redactor
+    clock: Callable[[], float] = time.monotonic
+    _closers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def group_of(self, model: str) -> str | None:
+        """The model group a client's model name means (a group, or an alias of one), else None."""
+        if model in self.fleet.groups:
+            return model
+        return self.fleet.aliases.get(model)
+
+    async def call(self, api: str, kind: str, group: str, params: dict[str, Any], stream: bool = False) -> CallResult:
+        """Send one client request (``params``: the upstream body without ``model``) to ``group``."""
+        call_id = str(uuid.uuid4())
+        self.budget.request(self.clock())
+        attempted: list[Attempted] = []
+        excluded: list[str] = []
+        groups = (group, *self.fleet.fallbacks.get(group, ()))
+        max_attempts = 1 + self.fleet.num_retries
+        try:
+            while True:
+                target = self._target(groups, set(excluded))
+                kwargs = dict(params, model=target, litellm_call_id=call_id, num_retries=0, fallbacks=[],
+                              metadata={API_KEY: api, EXCLUDED_KEY: list(excluded)})
+                if stream:
+                    kwargs["stream"] = True
+                before = len(self.core.tried(call_id))
+                try:
+                    router = self.router()
+                    send = router.acompletion if kind == "chat" else router.atext_completion
+                    response = await send(**kwargs)
+                    if stream:
+                        first, empty = await self._first_chunk(response)
+                        chute = self.core.chute_id(_model_id(response) or "")
+                        return CallResult(None, chute, call_id, len(attempted) + 1, Streamed(self, call_id, response, first, empty))
+                    chute = self.core.chute_id(_model_id(response) or "")
+                    self.finished(call_id)
+                    return CallResult(response, chute, call_id, len(attempted) + 1)
+                except asyncio.CancelledError:
+                    self.core.close_attempts(call_id, "cancelled")
+                    self.finished(call_id)
+                    raise
+                except Exception as exc:
+                    failure = failure_of(type(exc).__name__, getattr(exc, "status_code", None), str(exc))
+                    tried = self.core.tried(call_id)
+                    chute = tried[-1] if len(tried) > before else None
+                    self.core.close_attempts(call_id, failure.outcome)
+                    if chute is None and failure.upstream:
+                        failure = failure._replace(upstream=False, what=f"no upstream attempt ({type(exc).__name__})")
+                    label = self.core.label(chute) if chute else "-"
+                    attempted.append(Attempted(label, failure, self._detail(exc)))
+                    n = len(attempted)
+                    log.warning("upstream attempt failed: api %s, group %s, chute %s: %s (attempt %d of at most %d, call %s)",
+                                api, target, label, failure.what, n, max_attempts, call_id[:8])
+                    if not (failure.upstream and failure.retryable) or n >= max_attempts:
+                        raise self._failure(attempted, group)
+                    if not self.budget.try_retry(self.clock()):
+                        self.core.metrics.retry_refused(api)
+                        raise self._failure(attempted, group, budget=True)
+                    self.core.metrics.retry(api, failure.outcome)
+                    if chute is not None:
+                        excluded.append(chute)
+        except UpstreamFailure:
+            self.finished(call_id)
+            raise
+
+    def _target(self, groups: tuple[str, ...], excluded: set[str]) -> str:
+        """The first group that still has a chute this request has not failed on."""
+        for g in groups:
+            if any(c not in excluded for c in self.fleet.groups.get(g, ())):
+                return g
+        return groups[0]
+
+    async def _first_chunk(self, wrapper: Any) -> tuple[Any, bool]:
+        try:
+            return await wrapper.__anext__(), False
+        except StopAsyncIteration:
+            return None, True
+
+    def finished(self, call_id: str) -> None:
+        """The proxy is done with the request; an attempt still open after a grace period (LiteLLM
+        never called back, e.g. for an empty stream) is closed as a success without a pace sample."""
+        self.core.request_done(call_id)
+        if self.core.ledger.has(call_id):
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            loop.call_later(STREAM_CLOSE_GRACE_SECONDS, self.core.close_attempts, call_id, "success")
+
+    def _detail(self, exc: Exception) -> str:
+        """A short, key-free hint from the upstream's answer (never a traceback)."""
+        text = str(exc).split("\n", 1)[0]
+        for marker in ("OpenAIException - ", "Exception - "):
+            if marker in text:
+                text = text.split(marker, 1)[1]
+        if text.startswith("Error code: "):
+            text = text.split(" - ", 1)[-1]
+        return self.redactor.text(text.strip(" .")[:160])
+
+    def _failure(self, attempted: list[Attempted], group: str, budget: bool = False) -> UpstreamFailure:
+        failures = [a.failure for a in attempted]
+        status = final_status(failures)
+        parts = []
+        for a in attempted:
+            hint = f" ({a.detail})" if a.detail and a.failure.status and a.failure.outcome != "timeout" else ""
+            parts.append(f"{a.chute}: {a.failure.what}{hint}" if a.failure.upstream else a.failure.what)
+        upstream = [a for a in attempted if a.failure.upstream]
+        if upstream:
+            head = f"model group {group!r}: {len(upstream)} upstream attempt{'s' if len(upstream) > 1 else ''} failed"
+        else:
+            head = f"model group {group!r}: no chute could be tried"
+        tail = "; retry budget exhausted (retries are held to 20% of the request rate)" if budget else ""
+        message = self.redactor.text(f"{head}: {'; '.join(parts)}{tail}")
+        retry_after = self.fleet.cooldown_seconds if not attempted[-1].failure.upstream else None
+        return UpstreamFailure(status, message, failures, retry_after)
+
+
+def _model_id(response: Any) -> str | None:
+    hidden = getattr(response, "_hidden_params", None)
+    if isinstance(hidden, dict):
+        value = hidden.get("model_id")
+        return str(value) if value else None
+    return None
