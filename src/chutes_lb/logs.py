@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Iterable
+from typing import Any, Iterable
 
 from chutes_lb.redact import Redactor
 
-__all__ = ["setup_logging", "quiet_third_party", "RedactingFilter", "CleanFilter"]
+__all__ = ["setup_logging", "quiet_third_party", "plain_stdout", "RedactingFilter", "CleanFilter"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -58,6 +58,26 @@ class CleanFilter(logging.Filter):
             if "\x1b" in message:
                 record.msg, record.args = _ANSI.sub("", message), None
         return True
+
+
+class _PlainStream:
+    """A text stream without ANSI colour codes (LiteLLM prints coloured lines to stdout itself)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(_ANSI.sub("", text) if "\x1b" in text else text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def plain_stdout() -> None:
+    """Strip colour codes from what third-party code prints, unless stdout is a terminal."""
+    if not sys.stdout.isatty() and not isinstance(sys.stdout, _PlainStream):
+        sys.stdout = _PlainStream(sys.stdout)  # type: ignore[assignment]
 
 
 def quiet_third_party(level: str) -> None:

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from chutes_lb.fleet import read_fleet
-from chutes_lb.logs import quiet_third_party, setup_logging
+from chutes_lb.logs import plain_stdout, quiet_third_party, setup_logging
 from chutes_lb.proxy import environment, protocol
 from chutes_lb.proxy.info import install_info_route
 from chutes_lb.proxy.metrics import metrics_payload
@@ -51,6 +51,7 @@ def create_app() -> Any:
     settings = load_settings()
     environment.validate(settings)
     setup_logging(settings.log_level, settings.secrets())  # each worker is a fresh process
+    plain_stdout()
     environment.apply(settings, os.environ)
     protocol.configure(settings.proxy_header_timeout_seconds)
     from chutes_lb.proxy import runtime  # imports LiteLLM (the hook's base class): after the environment is set

@@ -3,7 +3,8 @@
 :meth:`Gateway.call` sends a chat or text completion to a model group through
 ``llm_router.acompletion`` / ``atext_completion`` with LiteLLM's own retries and fallbacks off,
 and retries here instead, so that one client request makes at most ``1 + num_retries`` upstream
-attempts in every failure mode (LiteLLM's layers stacked to 7-11). Each attempt goes through the
+attempts in every failure mode (LiteLLM's layers stacked to 7-11), each on a chute that has not
+failed it yet (when none is left, the request fails). Each attempt goes through the
 routing hook like any other (same decision, in-flight accounting, metrics), with the chutes that
 already failed excluded. A retry also needs the :class:`~chutes_lb.routing.retry.RetryBudget`.
 After the group's chutes have all failed, the next attempt goes to the group's fallbacks
@@ -126,8 +127,9 @@ class Gateway:
         groups = (group, *self.fleet.fallbacks.get(group, ()))
         max_attempts = 1 + self.fleet.num_retries
         try:
+            target: str | None = group
             while True:
-                target = self._target(groups, set(excluded))
+                assert target is not None
                 kwargs = dict(params, model=target, litellm_call_id=call_id, num_retries=0, fallbacks=[],
                               metadata={API_KEY: api, EXCLUDED_KEY: list(excluded)})
                 if stream:
@@ -160,24 +162,26 @@ class Gateway:
                     n = len(attempted)
                     log.warning("upstream attempt failed: api %s, group %s, chute %s: %s (attempt %d of at most %d, call %s)",
                                 api, target, label, failure.what, n, max_attempts, call_id[:8])
-                    if not (failure.upstream and failure.retryable) or n >= max_attempts:
+                    if chute is not None:
+                        excluded.append(chute)
+                    target = self._target(groups, set(excluded))
+                    if not (failure.upstream and failure.retryable) or n >= max_attempts or target is None:
                         raise self._failure(attempted, group)
                     if not self.budget.try_retry(self.clock()):
                         self.core.metrics.retry_refused(api)
                         raise self._failure(attempted, group, budget=True)
                     self.core.metrics.retry(api, failure.outcome)
-                    if chute is not None:
-                        excluded.append(chute)
         except UpstreamFailure:
             self.finished(call_id)
             raise
 
-    def _target(self, groups: tuple[str, ...], excluded: set[str]) -> str:
-        """The first group that still has a chute this request has not failed on."""
+    def _target(self, groups: tuple[str, ...], excluded: set[str]) -> str | None:
+        """The first group that still has a chute this request has not failed on (a retry goes to
+        another chute, never back to one that failed it), else None."""
         for g in groups:
             if any(c not in excluded for c in self.fleet.groups.get(g, ())):
                 return g
-        return groups[0]
+        return None
 
     async def _first_chunk(self, wrapper: Any) -> tuple[Any, bool]:
         try:

@@ -21,7 +21,8 @@ def render(core: RoutingCore) -> dict[str, Any]:
         remote = core.remote.get(chute_id)
         est = core.estimates.get(chute_id)
         chutes.append({
-            "chute_id": chute_id, "name": ref.name, "concurrency_per_instance": ref.concurrency,
+            "chute_id": chute_id, "name": ref.name, "model_groups": core.groups_of.get(chute_id, []),
+            "concurrency_per_instance": ref.concurrency,
             "snapshot": None if stats is None else {
                 "utilization_current": stats.utilization_current, "utilization_5m": stats.utilization_5m,
                 "rate_limit_ratio_5m": stats.rate_limit_ratio_5m, "active_instance_count": stats.active_instance_count,
