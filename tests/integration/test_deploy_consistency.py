@@ -47,7 +47,11 @@ HEALTH_ROUTES = {
     "proxy": {"/livez", "/readyz", "/health/liveliness", "/health/readiness"},
     "utilization-poller": {"/healthz", "/metrics"},  # liveness on /metrics: a Chutes outage is no reason to restart
     "prometheus": {"/-/ready", "/-/healthy"},
+    "lb": {"/healthz", "/stats"},
 }
+# Swarm replaces an unhealthy task: where Compose's healthcheck also reports on other services
+# (HAProxy's /healthz fails while no proxy is up), Swarm's asks the same port for liveness only.
+SWARM_LIVENESS_HEALTHCHECK = {"lb": ("/healthz", "/stats")}
 _VAR = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
 
 
@@ -208,7 +212,11 @@ def _healthcheck_route(svc: dict[str, Any]) -> tuple[int, str] | None:
 def test_probes_agree(models: dict[str, dict[str, Any]], k8s: dict[str, Any], mode: str) -> None:
     for name, svc in models[f"compose:{mode}"].items():
         swarm = models[f"swarm:{mode}"][name]
-        assert swarm.get("healthcheck") == svc.get("healthcheck"), f"{name}: Swarm's healthcheck differs from Compose's"
+        if name in SWARM_LIVENESS_HEALTHCHECK:  # Swarm replaces unhealthy tasks: liveness, same port
+            expect = dict(svc["healthcheck"], test=[a.replace(*SWARM_LIVENESS_HEALTHCHECK[name]) for a in svc["healthcheck"]["test"]])
+            assert swarm.get("healthcheck") == expect, f"{name}: Swarm's healthcheck must be Compose's on {SWARM_LIVENESS_HEALTHCHECK[name][1]}"
+        else:
+            assert swarm.get("healthcheck") == svc.get("healthcheck"), f"{name}: Swarm's healthcheck differs from Compose's"
         container = k8s[mode][name]
         route = _healthcheck_route(svc)
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
