@@ -32,7 +32,8 @@ from tests.e2e.compose_stack import ROOT, _build, _run, docker_unavailable_reaso
 from tests.e2e.test_rolling_restart import Load
 from tests.integration.reliability_matrix import Row
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
+# The first test also pays for the fixture: image build (up to 900 s when cold) + deploy (up to 300 s).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 CHUTE_IDS = {m["model_info"]["id"] for m in yaml.safe_load((ROOT / "proxy" / "litellm-config.yaml").read_text())["model_list"]}
 SERVICES = ["redis", "simulator", "utilization-poller", "proxy", "lb", "prometheus"]
