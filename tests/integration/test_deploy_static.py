@@ -396,3 +396,33 @@ def test_secrets_only_by_reference(rendered: dict[str, list[dict[str, Any]]], ov
     # Real mode requires the Chutes key; only the demo makes it optional.
     assert ("CHUTES_API_KEY", True) in refs if overlay == "demo" else ("CHUTES_API_KEY", False) in refs
     assert ("CHUTES_API_KEY", True) not in refs or overlay == "demo"
+
+
+# ---------------------------------------------------------------- scripts/swarm-deploy.sh
+SWARM_DEPLOY = ROOT / "scripts" / "swarm-deploy.sh"
+
+
+def test_swarm_deploy_names_every_config_after_the_digest_of_its_own_file() -> None:
+    script = SWARM_DEPLOY.read_text()
+    exported = dict(re.findall(r'export (\w+_DIGEST)="\$\(digest ([^)]+)\)"', script))
+    configs = yaml.safe_load((ROOT / "compose.swarm.yaml").read_text())["configs"]
+    named = {}
+    for cfg in configs.values():
+        m = re.fullmatch(r"chutes-lb-[a-z-]+-\$\{(\w+_DIGEST):-v1\}", cfg["name"])
+        assert m, cfg["name"]
+        named[m.group(1)] = cfg["file"].removeprefix("./")
+    assert exported == named  # an edited file becomes a new config, and only its service rolls
+
+
+def test_swarm_deploy_usage_and_refusals(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    ok = subprocess.run([str(SWARM_DEPLOY), "-h"], capture_output=True, text=True, timeout=30, env=env)
+    assert ok.returncode == 0 and "usage:" in ok.stdout
+    bad = subprocess.run([str(SWARM_DEPLOY), "--bogus"], capture_output=True, text=True, timeout=30, env=env)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+    if DOCKER is None:
+        return
+    state = subprocess.run([DOCKER, "info", "--format", "{{.Swarm.LocalNodeState}}"], capture_output=True, text=True, timeout=30).stdout.strip()
+    if state == "inactive":  # an engine in no swarm: the script says what to do and deploys nothing
+        proc = subprocess.run([str(SWARM_DEPLOY), "--demo", "--env-file", os.devnull], capture_output=True, text=True, timeout=60, env=env)
+        assert proc.returncode == 1 and "docker swarm init" in proc.stderr
