@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 import urllib.parse
@@ -175,7 +176,10 @@ def swarm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
         pytest.skip("the docker CLI has no `stack` command")
     state = _swarm_state(env)
     if state != "inactive":
-        pytest.skip(f"this Docker engine is already in a swarm (state {state!r}): the test creates and leaves its own swarm, and does not touch yours")
+        services = _run(["docker", "service", "ls", "--format", "{{.Name}}"], timeout=30, env=env).stdout.split()
+        hint = (" (its services are all chutes-lb-e2e-*: a killed run of this test left it; `docker swarm leave --force`)"
+                if services and all(n.startswith("chutes-lb-e2e-") for n in services) else "")
+        pytest.skip(f"this Docker engine is already in a swarm (state {state!r}): the test creates and leaves its own swarm, and does not touch yours{hint}")
 
     tag = "swarm-e2e-" + secrets.token_hex(4)
     master_key = "sk-e2e-" + secrets.token_urlsafe(16)
@@ -202,6 +206,13 @@ def swarm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
     override = tmp_path_factory.mktemp("swarm") / "compose.swarm.test.yaml"
     override.write_text("# tests only: no Grafana image on CI\nservices:\n  grafana:\n    deploy:\n      replicas: 0\n")
     atexit.register(sw.leave)  # last resort if the finaliser below never runs
+
+    def on_sigterm(signum: int, frame: Any) -> None:  # CI's timeout: leave the swarm, then die as asked
+        sw.leave()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         say("docker swarm init --advertise-addr 127.0.0.1")
         sw.docker("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=120)
@@ -227,6 +238,7 @@ def swarm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
     finally:
         sw.leave()
         atexit.unregister(sw.leave)
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 # ---------------------------------------------------------------- the stack as deployed
