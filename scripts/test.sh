@@ -27,5 +27,6 @@ else echo "   integration: tests needing Redis SKIP: no REDIS_URL, Docker engine
 if docker info >/dev/null 2>&1; then echo "   e2e:         runs (Docker engine answers)"
 else echo "   e2e:         SKIP: no Docker engine answers (CI starts one with ../shared/container-kit)"; fi
 command -v promtool >/dev/null || echo "   promtool checks SKIP: promtool not installed (apt-get install prometheus)"
+command -v kubectl >/dev/null || echo "   deploy/k8s checks SKIP: kubectl not installed (it renders the Kustomize overlays)"
 
 exec "$PY" -m pytest "$@"
