@@ -195,11 +195,11 @@ def test_ports_agree(models: dict[str, dict[str, Any]], k8s: dict[str, Any], mod
 
 
 def _proxy_public_paths() -> set[str]:
-    tree = ast.parse((ROOT / "src/chutes_lb/proxy/app.py").read_text())
+    tree = ast.parse((ROOT / "src/chutes_lb/proxy/middleware.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PUBLIC_PATHS" for t in node.targets):
             return {c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant) and isinstance(c.value, str)}
-    raise AssertionError("PUBLIC_PATHS not found in src/chutes_lb/proxy/app.py")
+    raise AssertionError("PUBLIC_PATHS not found in src/chutes_lb/proxy/middleware.py")
 
 
 def _healthcheck_route(svc: dict[str, Any]) -> tuple[int, str] | None:

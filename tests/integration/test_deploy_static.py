@@ -351,7 +351,7 @@ def test_inflight_autoscaling_component(rendered: dict[str, list[dict[str, Any]]
     assert external["metric"]["name"] == "chutes_lb_inflight_requests"
     assert external["target"]["type"] == "AverageValue"
     # The metric exists (the proxy exports it) and the documented PromQL names it.
-    assert '"chutes_lb_inflight_requests"' in (ROOT / "src/chutes_lb/proxy/metrics.py").read_text()
+    assert '"chutes_lb_inflight_requests"' in (ROOT / "src/chutes_lb/routing/metrics.py").read_text()
     doc = (K8S / "components" / "hpa-inflight" / "kustomization.yaml").read_text()
     assert 'sum(chutes_lb_inflight_requests{job="proxy"})' in doc
 
