@@ -60,8 +60,11 @@ def create_app() -> Any:
     runtime.install(rt)
     from litellm.proxy import proxy_server  # (imports litellm, which loads .env into os.environ)
 
+    from chutes_lb.proxy.agent_api import AgentRoutes
     from chutes_lb.proxy.gateway import Gateway
+    from chutes_lb.proxy.messages import validate_messages_body
     from chutes_lb.proxy.openai_api import OpenAIRoutes
+    from chutes_lb.proxy.responses import validate_responses_body
 
     environment.after_litellm_import(os.environ)
     quiet_third_party(settings.log_level)
@@ -73,9 +76,17 @@ def create_app() -> Any:
     routes: dict[str, ApiRoute] = {}
     for kind, paths in OPENAI_PATHS.items():
         route = ApiRoute(kind, "openai", lambda raw, kind=kind: validate_completion_body(kind, raw),
-                         lambda body, send, kind=kind: openai_routes.handle(kind, body, send))
+                         lambda body, send, receive, kind=kind: openai_routes.handle(kind, body, send, receive))
         for path in paths:
             routes[path] = route
+    agents = AgentRoutes(gateway, rt.core.metrics)
+    for path in ("/v1/messages", "/messages"):
+        routes[path] = ApiRoute("messages", "anthropic", validate_messages_body, agents.messages)
+    for path in ("/v1/messages/count_tokens", "/messages/count_tokens"):
+        routes[path] = ApiRoute("count_tokens", "anthropic", lambda raw: validate_messages_body(raw, require_max_tokens=False),
+                                agents.count_tokens)
+    for path in ("/v1/responses", "/responses"):
+        routes[path] = ApiRoute("responses", "openai", validate_responses_body, agents.responses)
     inner = proxy_server.app
     install_info_route(inner, rt.core)
 

@@ -23,6 +23,7 @@ Each failed attempt is one log line.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 import uuid
@@ -72,12 +73,32 @@ class Attempted:
 
 
 class Streamed:
-    """A stream whose first chunk already arrived; iterate it once."""
+    """A stream whose first chunk already arrived; iterate it once. Other attributes are LiteLLM's
+    stream wrapper's (the translation layers read ``logging_obj``, ``chunks``, ...)."""
 
     def __init__(self, gateway: "Gateway", call_id: str, wrapper: Any, first: Any, empty: bool) -> None:
         self._gateway, self.call_id, self._wrapper, self._first, self._empty = gateway, call_id, wrapper, first, empty
+        self._gen: AsyncIterator[Any] | None = None
+        self._ended = False
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_wrapper"], name)
+
+    def __aiter__(self) -> "Streamed":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._gen is None:
+            self._gen = self._chunks()
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+        elif not self._ended:
+            await self._abandon()
+
+    async def _chunks(self) -> AsyncIterator[Any]:
         done = False
         try:
             if not self._empty:
@@ -94,12 +115,20 @@ class Streamed:
             raise
         finally:
             if not done:  # the client went away: free the chute and the routing slot
-                self._gateway.core.close_attempts(self.call_id, "cancelled")
-                try:
-                    await asyncio.shield(self._wrapper.aclose()) if hasattr(self._wrapper, "aclose") else None
-                except Exception:  # closing a broken stream must not mask why it ended
-                    pass
-            self._gateway.finished(self.call_id)
+                await self._abandon()
+            else:
+                self._ended = True
+                self._gateway.finished(self.call_id)
+
+    async def _abandon(self) -> None:
+        self._ended = True
+        self._gateway.core.close_attempts(self.call_id, "cancelled")
+        try:
+            if hasattr(self._wrapper, "aclose"):
+                await asyncio.shield(self._wrapper.aclose())
+        except Exception:  # closing a broken stream must not mask why it ended
+            pass
+        self._gateway.finished(self.call_id)
 
 
 @dataclass
@@ -113,10 +142,18 @@ class Gateway:
     _closers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
 
     def group_of(self, model: str) -> str | None:
-        """The model group a client's model name means (a group, or an alias of one), else None."""
+        """The model group a client's model name means, else None: a group, an alias
+        (``router_settings.model_group_alias``), or the first alias pattern (``claude-*``) it
+        matches, in config order."""
         if model in self.fleet.groups:
             return model
-        return self.fleet.aliases.get(model)
+        exact = self.fleet.aliases.get(model)
+        if exact is not None:
+            return exact
+        for pattern, group in self.fleet.aliases.items():
+            if ("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(model, pattern):
+                return group
+        return None
 
     async def call(self, api: str, kind: str, group: str, params: dict[str, Any], stream: bool = False) -> CallResult:
         """Send one client request (``params``: the upstream body without ``model``) to ``group``."""

@@ -57,7 +57,7 @@ class ApiRoute:
     name: str  # chat | text | messages | count_tokens | responses
     shape: str  # "openai" | "anthropic": the error shape of every answer on this route
     validate: Callable[[bytes], dict]  # raises RequestRejected
-    handle: Callable[[dict, Send], Awaitable[None]]
+    handle: Callable[[dict, Send, Receive], Awaitable[None]]
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -158,7 +158,7 @@ class FrontMiddleware:
             except RequestRejected as exc:
                 await send_json(send, exc.status, error_body(shape, exc.status, exc.message, code=exc.code, param=exc.param))
                 return
-            await route.handle(data, send)
+            await route.handle(data, send, receive)
             return
         if path not in SERVED_PATHS and not path.startswith(PUBLIC_PREFIXES):
             await send_json(send, 404, openai_error_body(f"No route {path} on this proxy (see GET / for the API)", "not_found_error", "not_found"))

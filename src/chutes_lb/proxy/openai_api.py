@@ -10,6 +10,7 @@ cannot set LiteLLM's internal arguments through the body.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator, Callable
@@ -18,6 +19,7 @@ import orjson
 
 from chutes_lb.proxy.errors import openai_error_body
 from chutes_lb.proxy.gateway import CallResult, Gateway, UpstreamFailure
+from chutes_lb.proxy.streaming import pump
 
 __all__ = ["CHAT_PARAMS", "TEXT_PARAMS", "OpenAIRoutes", "model_error", "serialize_chunk"]
 
@@ -83,7 +85,7 @@ class OpenAIRoutes:
         self.send_json = send_json
         self.metrics = metrics
 
-    async def handle(self, kind: str, body: dict[str, Any], send: Callable[..., Any]) -> None:
+    async def handle(self, kind: str, body: dict[str, Any], send: Callable[..., Any], receive: Callable[..., Any]) -> None:
         api = "chat" if kind == "chat" else "text"
         started = time.monotonic()
         model = body["model"]
@@ -108,16 +110,11 @@ class OpenAIRoutes:
             await send({"type": "http.response.body", "body": payload})
             self.metrics.request(api, "ok", time.monotonic() - started)
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *response_headers(result)]})
         outcome = "cancelled"
         try:
-            async for event in sse_events(result.stream, self.gateway):
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-            outcome = "ok"
+            outcome = await pump(sse_events(result.stream, self.gateway), send, receive, response_headers(result))
         finally:
             self.metrics.request(api, outcome, time.monotonic() - started)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def sse_events(stream: Any, gateway: Gateway) -> AsyncIterator[bytes]:
@@ -126,6 +123,9 @@ async def sse_events(stream: Any, gateway: Gateway) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream:
             yield b"data: " + serialize_chunk(chunk) + b"\n\n"
+    except (GeneratorExit, asyncio.CancelledError):
+        await stream.aclose()  # the client went away: close the upstream stream and the attempt
+        raise
     except Exception as exc:  # the stream broke after tokens went out: say so, never hang
         from chutes_lb.routing.retry import failure_of
 
