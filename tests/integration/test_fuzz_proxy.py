@@ -85,6 +85,38 @@ prompts = st.text(max_size=30) | st.lists(st.text(max_size=10) | st.integers(-1,
 text_bodies = st.fixed_dictionaries({"model": models, "prompt": prompts | scalars}, optional=UNTYPED)
 
 
+# Anthropic Messages and OpenAI Responses (the coding agents' APIs)
+a_models = st.sampled_from(["claude-opus-5-5", "chutes-models", "no-such-model", "", "aaaaaaaa-0000-5000-8000-000000000001"]) | json_values
+a_blocks = st.lists(st.fixed_dictionaries({"type": st.sampled_from(["text", "image", "tool_use", "tool_result", "thinking", "x"]) | json_values},
+                                          optional={"text": json_values, "id": json_values, "name": json_values, "input": json_values,
+                                                    "tool_use_id": json_values, "content": json_values, "source": json_values}), max_size=3)
+a_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", ""]) | json_values},
+                                  optional={"content": st.text(max_size=30) | a_blocks | json_values})
+A_UNTYPED = {"max_tokens": st.integers(-5, 40) | json_values, "system": st.text(max_size=20) | a_blocks | json_values,
+             "stream": st.booleans() | json_values, "tools": st.just([{"name": "Read", "input_schema": {"type": "object"}}]) | json_values,
+             "tool_choice": st.just({"type": "auto"}) | json_values, "stop_sequences": st.lists(st.text(max_size=4), max_size=2) | json_values,
+             "thinking": json_values, "metadata": json_values, "temperature": json_values, "top_k": json_values, "api_base": json_values}
+message_bodies = st.fixed_dictionaries({"model": a_models, "messages": st.lists(a_message, max_size=3) | json_values}, optional=A_UNTYPED)
+SHELL_TOOL = {"type": "function", "name": "shell", "parameters": {"type": "object", "properties": {}}}
+r_items = st.lists(st.fixed_dictionaries({"type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x"]) | json_values},
+                                         optional={"role": roles | json_values, "content": contents, "call_id": json_values,
+                                                   "name": json_values, "arguments": json_values, "output": json_values}), max_size=3)
+R_UNTYPED = {"instructions": st.text(max_size=20) | json_values, "stream": st.booleans() | json_values,
+             "max_output_tokens": st.integers(-5, 40) | json_values, "tools": st.just([SHELL_TOOL]) | json_values,
+             "tool_choice": json_values, "previous_response_id": json_values, "store": json_values, "reasoning": json_values,
+             "include": json_values, "text": json_values, "prompt_cache_key": json_values, "api_key": json_values}
+response_bodies = st.fixed_dictionaries({"model": models, "input": st.text(max_size=30) | r_items | json_values}, optional=R_UNTYPED)
+
+
+def check_anthropic(r: httpx.Response, what: Any) -> None:
+    assert r.status_code < 500, (what, r.status_code, r.text[:500])
+    if r.status_code >= 400:
+        body = r.json()
+        assert isinstance(body, dict) and body.get("type") == "error", (what, r.status_code, r.text[:300])
+        assert isinstance(body["error"].get("type"), str) and body["error"].get("message"), (what, r.text[:300])
+    assert MASTER_KEY not in r.text
+
+
 def _small(body: dict[str, Any]) -> dict[str, Any]:
     """Valid-looking bodies reach a chute: keep their answers short."""
     if body.get("max_tokens") is None or (isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 20):
@@ -110,8 +142,26 @@ def test_completions_any_body(client: httpx.Client, body: dict[str, Any]) -> Non
 
 
 @FUZZ
+@given(body=message_bodies)
+def test_messages_any_body(client: httpx.Client, body: dict[str, Any]) -> None:
+    if isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 20:
+        body = {**body, "max_tokens": 8}
+    r = client.post("/v1/messages", content=json.dumps(body), headers={**AUTH, "content-type": "application/json"})
+    check_anthropic(r, body)
+
+
+@FUZZ
+@given(body=response_bodies)
+def test_responses_any_body(client: httpx.Client, body: dict[str, Any]) -> None:
+    if "max_output_tokens" not in body:
+        body = {**body, "max_output_tokens": 8}
+    r = client.post("/v1/responses", content=json.dumps(body), headers={**AUTH, "content-type": "application/json"})
+    check(r, body)
+
+
+@FUZZ
 @given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode) | json_values.map(lambda v: json.dumps(v).encode()),
-       path=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/chat/completions", "/completions"]),
+       path=st.sampled_from(["/v1/chat/completions", "/v1/completions", "/chat/completions", "/completions", "/v1/responses"]),
        ctype=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", "", "application/json; charset=latin-1"]))
 def test_completion_routes_any_bytes(client: httpx.Client, raw: bytes, path: str, ctype: str) -> None:
     headers = {**AUTH, **({"content-type": ctype} if ctype else {})}

@@ -49,10 +49,12 @@ def count_tokens(chat: dict[str, Any]) -> int:
     import litellm
 
     if _ENCODING is None:
-        import tiktoken
+        # LiteLLM's bundled cl100k_base (it points TIKTOKEN_CACHE_DIR at its own copy on import;
+        # tiktoken alone would try to download the encoding)
+        from litellm.litellm_core_utils.default_encoding import encoding
 
         litellm.disable_hf_tokenizer_download = True  # a model name with "llama-3" would try huggingface.co
-        _ENCODING = tiktoken.get_encoding("cl100k_base")
+        _ENCODING = encoding
     return int(litellm.token_counter(messages=chat.get("messages") or [], tools=chat.get("tools"),
                                      custom_tokenizer={"type": "openai_tokenizer", "tokenizer": _ENCODING}))
 

@@ -158,7 +158,13 @@ class FrontMiddleware:
             except RequestRejected as exc:
                 await send_json(send, exc.status, error_body(shape, exc.status, exc.message, code=exc.code, param=exc.param))
                 return
-            await route.handle(data, send, receive)
+            started = _Started(send)
+            try:
+                await route.handle(data, started, receive)
+            except Exception:  # a bug of ours: a clear 500 in the route's shape, never a plain-text page
+                log.exception("internal error on %s", path)
+                if not started.started:
+                    await send_json(send, 500, error_body(shape, 500, "Internal error in the proxy", code="internal_error"))
             return
         if path not in SERVED_PATHS and not path.startswith(PUBLIC_PREFIXES):
             await send_json(send, 404, openai_error_body(f"No route {path} on this proxy (see GET / for the API)", "not_found_error", "not_found"))
@@ -244,6 +250,18 @@ def _without_body(receive: Receive) -> Receive:
         return await receive()
 
     return wrapped
+
+
+class _Started:
+    """Remembers whether the response has started (an error can then only end the stream)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send, self.started = send, False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
 
 
 class _Redacting:
