@@ -222,3 +222,19 @@ def test_real_mode_without_key_fails_fast_naming_it(tmp_path):
         proc.stop(5)
     assert proc.poll() == 2
     assert "CHUTES_API_KEY" in proc.log_text()
+
+
+def test_a_missing_chute_and_a_concurrency_mismatch_are_logged_once(simulator, pollers, redis_url, redis_prefix, tmp_path):
+    """The simulator serves three of the config's four chutes, and one of them at concurrency 4
+    where the config says 8: the poller names both, once, and counts the missing one."""
+    served, gone = CHUTES[:3], CHUTES[3]
+    fleet = [{"chute_id": c.chute_id, "name": c.name, "concurrency": 4 if i == 0 else c.concurrency} for i, c in enumerate(served)]
+    sim = simulator(fleet, refresh_seconds=0.3)
+    p = pollers(sim.base_url, redis_url, redis_prefix)
+    until(lambda: p.metric("chutes_lb_poller_chute_missing_polls_total", chute=gone.name) >= 3, 10, "missing polls counted", p)
+    log = p.proc.log_text()
+    assert log.count(f"chute {gone.name} ({gone.chute_id}) is configured but missing") == 1, log[-2000:]
+    assert log.count(f"chute {served[0].name} ({served[0].chute_id}): the Chutes API says concurrency 4") == 1, log[-2000:]
+    assert log.count("the Chutes API says concurrency") == 1  # the other chutes agree with the config
+    assert p.metric("chutes_lb_chute_api_concurrency", chute=served[0].name) == 4
+    assert p.metric("chutes_lb_chute_in_snapshot", chute=gone.name) == 0

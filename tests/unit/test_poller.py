@@ -205,3 +205,48 @@ def test_run_stops_promptly_during_a_slow_fetch():
         stop.set()
         await asyncio.wait_for(task, 1.0)
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- configured chutes watched
+def test_a_configured_chute_missing_from_the_data_is_logged_once_per_change(caplog):
+    from chutes_lb.poller.watch import ChuteWatch
+
+    missing = []
+    watch = ChuteWatch(CHUTES, on_missing=missing.append)
+    caplog.set_level("WARNING", logger="chutes_lb.poller")
+    assert watch.seen({"id-a"}) and len(caplog.records) == 1 and "org/B" in caplog.text and "missing" in caplog.text
+    assert watch.seen({"id-a"}) == [] and missing == ["org/B", "org/B"]  # counted every poll, logged once
+    back = watch.seen({"id-a", "id-b"})
+    assert len(back) == 1 and "is back" in back[0]
+
+
+def test_a_concurrency_the_api_contradicts_is_warned_once_per_value():
+    from chutes_lb.poller.watch import ChuteWatch
+
+    records = {"id-a": {"concurrency": 4}, "id-b": {"concurrency": 8}}
+
+    async def fetch(chute_id):
+        return records[chute_id]
+
+    seen = {}
+    watch = ChuteWatch(CHUTES, fetch, every=2, on_concurrency=seen.__setitem__)
+    first = asyncio.run(watch.after_success())
+    assert len(first) == 1 and "org/A" in first[0] and "concurrency 4" in first[0] and "says 8" in first[0]
+    assert seen == {"org/A": 4, "org/B": 8}
+    assert asyncio.run(watch.after_success()) == []  # not due (every 2 polls)
+    assert asyncio.run(watch.after_success()) == []  # due, same value: not repeated
+    records["id-a"] = {"concurrency": 2}
+    asyncio.run(watch.after_success())
+    assert asyncio.run(watch.after_success())[0].count("concurrency 2") == 1
+    records["id-a"] = {"concurrency": 8}
+    asyncio.run(watch.after_success())
+    assert asyncio.run(watch.after_success()) == [] and "id-a" not in watch.reported_concurrency
+
+
+def test_a_failing_record_fetch_never_fails_the_poll():
+    from chutes_lb.poller.watch import ChuteWatch
+
+    async def broken(chute_id):
+        raise OSError("no route")
+
+    assert asyncio.run(ChuteWatch(CHUTES, broken).after_success()) == []

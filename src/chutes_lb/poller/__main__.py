@@ -20,7 +20,8 @@ from redis.backoff import ExponentialBackoff
 
 from chutes_lb.fleet import FleetError, load_chutes
 from chutes_lb.entry import check_requested, config_error, start_service
-from chutes_lb.poller.http import UtilizationFetcher, make_app
+from chutes_lb.poller.http import ChuteRecordFetcher, UtilizationFetcher, make_app
+from chutes_lb.poller.watch import ChuteWatch
 from chutes_lb.poller.metrics import PollerMetrics
 from chutes_lb.poller.service import Poller
 from chutes_lb.settings import Settings, SettingsError
@@ -53,8 +54,11 @@ async def serve(settings: Settings) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session:
         fetch = UtilizationFetcher(session, settings.chutes_api_base, settings.poll_timeout_seconds,
                                    settings.poll_max_body_bytes, settings.chutes_api_key.get())
+        records = ChuteRecordFetcher(session, settings.chutes_api_base, settings.poll_timeout_seconds, settings.chutes_api_key.get())
+        watch = ChuteWatch(chutes, records, on_missing=lambda name: metrics.missing_polls.labels(name).inc(),
+                           on_concurrency=lambda name, value: metrics.api_concurrency.labels(name).set(value))
         poller = Poller(chutes, fetch, store, metrics, interval=settings.poll_interval_seconds,
-                        healthy_seconds=settings.poller_healthy_seconds, poller_id=poller_id)
+                        healthy_seconds=settings.poller_healthy_seconds, poller_id=poller_id, watch=watch)
         runner = web.AppRunner(make_app(metrics.registry, poller.health), access_log=None)
         await runner.setup()
         try:

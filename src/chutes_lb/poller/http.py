@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from chutes_lb.poller.parse import PollError
 
-__all__ = ["UtilizationFetcher", "make_app", "CHUNK_BYTES"]
+__all__ = ["UtilizationFetcher", "ChuteRecordFetcher", "make_app", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 64 * 1024
 
@@ -56,6 +56,29 @@ class UtilizationFetcher:
             raise PollError("truncated", f"{type(exc).__name__}: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise PollError("connect", f"{type(exc).__name__}: {exc}") from None
+
+
+class ChuteRecordFetcher:
+    """``await fetcher(chute_id)`` -> the ``GET /chutes/{id}`` record (dict), or None on any
+    failure (the record is advisory: it only feeds the concurrency check)."""
+
+    def __init__(self, session: aiohttp.ClientSession, api_base: str, timeout: float, api_key: str = "") -> None:
+        self.session = session
+        self.base = api_base.rstrip("/") + "/chutes/"
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"Accept": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+
+    async def __call__(self, chute_id: str) -> dict | None:
+        try:
+            async with self.session.get(self.base + chute_id, headers=self._headers, timeout=self.timeout, allow_redirects=False) as resp:
+                if resp.status != 200 or (resp.content_length or 0) > 4 * 1024 * 1024:
+                    return None
+                data = await resp.json(content_type=None)
+                return data if isinstance(data, dict) else None
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            return None
 
 
 def make_app(registry: CollectorRegistry, health: Callable[[], tuple[bool, dict[str, object]]]) -> web.Application:

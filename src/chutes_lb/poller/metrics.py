@@ -40,6 +40,8 @@ class PollerMetrics:
         self.rate_limit = Gauge("chutes_lb_chute_rate_limit_ratio", "Chutes-reported rate-limited share of requests (0..1)", ["chute", "window"], registry=r)
         self.active_instances = Gauge("chutes_lb_chute_active_instances", "Chutes-reported active instances", ["chute"], registry=r)
         self.in_snapshot = Gauge("chutes_lb_chute_in_snapshot", "1 when the chute is in the last snapshot, else 0", ["chute"], registry=r)
+        self.missing_polls = Counter("chutes_lb_poller_chute_missing_polls", "Successful polls whose utilization data lacked this configured chute", ["chute"], registry=r)
+        self.api_concurrency = Gauge("chutes_lb_chute_api_concurrency", "Per-instance concurrency the Chutes API reports for the chute (GET /chutes/{id})", ["chute"], registry=r)
         for ref in self.chutes:
             self.in_snapshot.labels(ref.name).set(0)
 

@@ -11,6 +11,8 @@ Decisions:
   polled LESS often than a healthy one (the data is what routing runs on), and only the first
   few retries are faster. Successful cycles are paced start-to-start every ``interval``.
 - Redis write errors count ``redis``; the next cycle fetches afresh and writes again.
+- Configured chutes missing from the data, and a configured concurrency the API contradicts,
+  are logged once per change (:class:`~chutes_lb.poller.watch.ChuteWatch`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from typing import Awaitable, Callable, Sequence
 from chutes_lb.fleet import ChuteRef
 from chutes_lb.poller.metrics import PollerMetrics
 from chutes_lb.poller.parse import PollError, parse_utilization
+from chutes_lb.poller.watch import ChuteWatch
 from chutes_lb.snapshot import SCHEMA_VERSION, Snapshot, SnapshotStore
 
 __all__ = ["Poller", "PollOutcome", "backoff_delay"]
@@ -53,7 +56,8 @@ class PollOutcome:
 class Poller:
     def __init__(self, chutes: Sequence[ChuteRef], fetch: Fetch, store: SnapshotStore, metrics: PollerMetrics, *,
                  interval: float, healthy_seconds: float, poller_id: str,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 watch: ChuteWatch | None = None) -> None:
         self.chutes = list(chutes)
         self.fetch = fetch
         self.store = store
@@ -69,6 +73,8 @@ class Poller:
         self._state = "starting"  # starting | healthy | failing
         self._counts = {"ok": 0, "failed": 0}
         self._last_summary = clock()
+        self.watch = watch or ChuteWatch(self.chutes, on_missing=lambda name: metrics.missing_polls.labels(name).inc(),
+                                         on_concurrency=lambda name, value: metrics.api_concurrency.labels(name).set(value))
 
     # ------------------------------------------------------------ one cycle
     async def poll_once(self) -> PollOutcome:
@@ -92,6 +98,7 @@ class Poller:
         result = parse_utilization(body, self.chutes)
         self.metrics.entries_parsed.inc(result.parsed)
         self.metrics.entries_skipped.inc(result.skipped)
+        self.watch.seen(result.chutes)
         if not result.chutes:
             raise PollError("no_configured_chutes", f"{result.total} entries, {result.skipped} skipped")
         snapshot = Snapshot(SCHEMA_VERSION, 0, fetched_at, result.api_timestamp, result.chutes, self.poller_id)
@@ -100,6 +107,7 @@ class Poller:
         except Exception as exc:  # redis errors of any kind; the loop must live on
             raise PollError("redis", f"{type(exc).__name__}: {exc}") from None
         self.metrics.written(version, fetched_at, result.chutes)
+        await self.watch.after_success()
         log.debug("poll: %d entries, %d kept, %d skipped, api_timestamp=%s, version=%s",
                   result.total, len(result.chutes), result.skipped, result.api_timestamp or "-", version)
         if version is None:

@@ -23,6 +23,7 @@ def render(core: RoutingCore) -> dict[str, Any]:
         chutes.append({
             "chute_id": chute_id, "name": ref.name, "model_groups": core.groups_of.get(chute_id, []),
             "concurrency_per_instance": ref.concurrency,
+            "in_snapshot": stats is not None,
             "snapshot": None if stats is None else {
                 "utilization_current": stats.utilization_current, "utilization_5m": stats.utilization_5m,
                 "rate_limit_ratio_5m": stats.rate_limit_ratio_5m, "active_instance_count": stats.active_instance_count,

@@ -46,6 +46,8 @@ async def completions(request: web.Request, chat: bool) -> web.StreamResponse:
     try:
         p = oa.parse_request(await request.read(), chat)
         chute = sim.by_key.get(p.model)
+        if chute is not None:
+            chute.received += 1
         if chute is None:
             return detail(404, f"model not found: {p.model}")
         pl = replies.plan(p)

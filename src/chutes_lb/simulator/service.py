@@ -57,6 +57,7 @@ class ChuteRuntime:
         self.controls = controls_for(spec)
         self.in_flight = 0
         self.served = 0
+        self.received = 0  # every completion request that named this chute (retry bounds are counted here)
         self.rejected_429 = 0
         self.prompt_tokens = 0
         self.cached_tokens = 0
@@ -137,7 +138,7 @@ class ChuteRuntime:
 
     def state(self) -> dict[str, Any]:
         return {"chute_id": self.spec.chute_id, "name": self.spec.name, **asdict(self.controls),
-                "in_flight": self.in_flight, "served": self.served, "rejected_429": self.rejected_429,
+                "in_flight": self.in_flight, "served": self.served, "received": self.received, "rejected_429": self.rejected_429,
                 "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
                 "instance_state": [{"in_flight": i.in_flight, "cached_tokens": i.cache.tokens} for i in self.instances]}
 
