@@ -88,6 +88,24 @@ def _percent(raw: str) -> float:
     return value
 
 
+def _affinity_bound(raw: str) -> float:
+    value = _pos_float(raw)
+    if value < 1.0:
+        raise ValueError("must be >= 1 (1 = no chute above its share of the load)")
+    return value
+
+
+KEY_SOURCES = ("header", "prompt_cache_key", "metadata", "user", "prefix")
+
+
+def _key_sources(raw: str) -> tuple[str, ...]:
+    parts = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    unknown = [p for p in parts if p not in KEY_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown source {unknown[0]!r}; use a comma list of " + ", ".join(KEY_SOURCES))
+    return parts
+
+
 def _pos_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -160,6 +178,9 @@ class Settings:
     litellm_workers: int = _var("LITELLM_WORKERS", _pos_int, "2", "Worker processes per proxy replica")
     routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), least-utilization (the seed's rule), shuffle, weighted-shuffle, passthrough (leave it to LiteLLM)")
     routing_slow_ratio: float = _var("ROUTING_SLOW_RATIO", _slow_ratio, "1.5", "headroom: a chute whose typical request takes more than this many times as long as on the fleet's median chute serves only as overflow; 0 = off")
+    routing_affinity: bool = _var("ROUTING_AFFINITY", _bool, "true", "headroom: the turns of a conversation go to the chute that served it (its prefix cache) while that chute has room within ROUTING_AFFINITY_BOUND; false = every request picked alone")
+    routing_affinity_bound: float = _var("ROUTING_AFFINITY_BOUND", _affinity_bound, "1.25", "A session keeps its chute while that chute's load stays within this many times its share of the fleet's load (consistent hashing with bounded loads)")
+    routing_affinity_keys: tuple[str, ...] = _var("ROUTING_AFFINITY_KEYS", _key_sources, "header,prompt_cache_key,metadata,user,prefix", "Where a session key comes from, first match wins: header (x-session-id and coding agents' session headers), prompt_cache_key, metadata (Anthropic metadata.user_id), user, prefix (hash of system prompt + first user message)")
     snapshot_stale_seconds: float = _var("SNAPSHOT_STALE_SECONDS", _pos_float, "120", "A snapshot the poller fetched longer ago than this is ignored; routing runs on live signals alone")
     snapshot_refresh_seconds: float = _var("SNAPSHOT_REFRESH_SECONDS", _pos_float, "5", "How often each proxy worker re-reads the snapshot besides pub/sub announcements")
     inflight_publish_seconds: float = _var("INFLIGHT_PUBLISH_SECONDS", _pos_float, "1", "How often each proxy worker publishes its in-flight counts for the other replicas")

@@ -37,7 +37,7 @@ def test_strategy_names_and_reasons_are_fixed() -> None:
     assert STRATEGIES == ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
     assert {r.value for r in Reason} == {
         "p2c", "third_sample", "best_sampled", "scan_fallback", "proportional_fallback", "all_penalized",
-        "slow_overflow", "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random"}
+        "slow_overflow", "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random", "affinity"}
 
 
 def test_weighted_shuffle_matches_capacity_shares() -> None:

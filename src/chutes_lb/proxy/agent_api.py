@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import orjson
 
@@ -69,7 +69,7 @@ class AgentRoutes:
         return self.gateway.redactor.text(f"the upstream stream failed mid-way ({failure.what}); the answer is incomplete")
 
     # ------------------------------------------------------------ Anthropic Messages
-    async def messages(self, body: dict[str, Any], send: Send, receive: Any) -> None:
+    async def messages(self, body: dict[str, Any], send: Send, receive: Any, headers: Mapping[str, str]) -> None:
         started = time.monotonic()
         group = self.gateway.group_of(body["model"])
         if group is None:
@@ -88,7 +88,8 @@ class AgentRoutes:
         if stream:
             params["stream_options"] = {"include_usage": True}
         try:
-            result = await self.gateway.call("messages", "chat", group, params, stream=stream)
+            result = await self.gateway.call("messages", "chat", group, params, stream=stream,
+                                             affinity_key=self.gateway.session(body, headers))
         except UpstreamFailure as exc:
             self.metrics.request("messages", exc.kind, time.monotonic() - started)
             await _json(send, exc.status, anthropic_error_body(exc.message, anthropic_type(exc.status)), error_headers(exc))
@@ -125,7 +126,7 @@ class AgentRoutes:
         if failed:
             log.warning("messages stream failed mid-way (call %s)", getattr(stream, "call_id", "?")[:8])
 
-    async def count_tokens(self, body: dict[str, Any], send: Send, receive: Any) -> None:
+    async def count_tokens(self, body: dict[str, Any], send: Send, receive: Any, headers: Mapping[str, str]) -> None:
         group = self.gateway.group_of(body["model"])
         if group is None:
             status, _, message = model_error(self.gateway, body["model"])
@@ -140,7 +141,7 @@ class AgentRoutes:
         await _json(send, 200, {"input_tokens": n})
 
     # ------------------------------------------------------------ OpenAI Responses
-    async def responses(self, body: dict[str, Any], send: Send, receive: Any) -> None:
+    async def responses(self, body: dict[str, Any], send: Send, receive: Any, headers: Mapping[str, str]) -> None:
         started = time.monotonic()
         group = self.gateway.group_of(body["model"])
         if group is None:
@@ -159,7 +160,8 @@ class AgentRoutes:
         if stream:
             params["stream_options"] = {"include_usage": True}
         try:
-            result = await self.gateway.call("responses", "chat", group, params, stream=stream)
+            result = await self.gateway.call("responses", "chat", group, params, stream=stream,
+                                             affinity_key=self.gateway.session(body, headers))
         except UpstreamFailure as exc:
             self.metrics.request("responses", exc.kind, time.monotonic() - started)
             await _json(send, exc.status, openai_upstream_error(exc), error_headers(exc))

@@ -71,12 +71,12 @@ def create_app() -> Any:
     fleet = read_fleet(settings.litellm_config_path)
     redactor = Redactor(settings.secrets())
     gateway = Gateway(lambda: proxy_server.llm_router, rt.core, fleet, RetryBudget(percent=settings.retry_budget_percent / 100.0),
-                      redactor)
+                      redactor, key_sources=settings.routing_affinity_keys if settings.routing_affinity else ())
     openai_routes = OpenAIRoutes(gateway, send_json, rt.core.metrics)
     routes: dict[str, ApiRoute] = {}
     for kind, paths in OPENAI_PATHS.items():
         route = ApiRoute(kind, "openai", lambda raw, kind=kind: validate_completion_body(kind, raw),
-                         lambda body, send, receive, kind=kind: openai_routes.handle(kind, body, send, receive))
+                         lambda body, send, receive, headers, kind=kind: openai_routes.handle(kind, body, send, receive, headers))
         for path in paths:
             routes[path] = route
     agents = AgentRoutes(gateway, rt.core.metrics)

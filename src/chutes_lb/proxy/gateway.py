@@ -28,12 +28,13 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from chutes_lb.fleet import Fleet
 from chutes_lb.redact import Redactor
+from chutes_lb.routing.affinity import session_key
 from chutes_lb.routing.core import RoutingCore
-from chutes_lb.routing.requestinfo import API_KEY, EXCLUDED_KEY
+from chutes_lb.routing.requestinfo import AFFINITY_KEY, API_KEY, EXCLUDED_KEY
 from chutes_lb.routing.retry import Failure, RetryBudget, failure_of, final_status
 
 __all__ = ["Gateway", "CallResult", "Streamed", "UpstreamFailure"]
@@ -138,8 +139,14 @@ class Gateway:
     fleet: Fleet
     budget: RetryBudget
     redactor: Redactor
+    key_sources: tuple[str, ...] = ()  # ROUTING_AFFINITY_KEYS
     clock: Callable[[], float] = time.monotonic
     _closers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+    def session(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> int | None:
+        """The request's session key (never its text), None without one."""
+        found = session_key(body, headers, self.key_sources) if self.key_sources else None
+        return found[0] if found else None
 
     def group_of(self, model: str) -> str | None:
         """The model group a client's model name means, else None: a group, an alias
@@ -155,8 +162,10 @@ class Gateway:
                 return group
         return None
 
-    async def call(self, api: str, kind: str, group: str, params: dict[str, Any], stream: bool = False) -> CallResult:
-        """Send one client request (``params``: the upstream body without ``model``) to ``group``."""
+    async def call(self, api: str, kind: str, group: str, params: dict[str, Any], stream: bool = False,
+                   affinity_key: int | None = None) -> CallResult:
+        """Send one client request (``params``: the upstream body without ``model``) to ``group``;
+        ``affinity_key``: the request's session (routing/affinity.py), every attempt keeps it."""
         call_id = str(uuid.uuid4())
         self.budget.request(self.clock())
         attempted: list[Attempted] = []
@@ -168,7 +177,7 @@ class Gateway:
             while True:
                 assert target is not None
                 kwargs = dict(params, model=target, litellm_call_id=call_id, num_retries=0, fallbacks=[],
-                              metadata={API_KEY: api, EXCLUDED_KEY: list(excluded)})
+                              metadata={API_KEY: api, EXCLUDED_KEY: list(excluded), AFFINITY_KEY: affinity_key})
                 if stream:
                     kwargs["stream"] = True
                 before = len(self.core.tried(call_id))

@@ -41,6 +41,12 @@ def render(core: RoutingCore) -> dict[str, Any]:
     return {
         "strategy": core.strategy,
         "worker": core.worker_id,
+        "affinity": {
+            "enabled": core.config.affinity and core.strategy == "headroom",
+            "load_bound": core.config.affinity_bound,
+            "sessions_remembered": len(core.sessions),
+            "decisions_this_worker": dict(core.affinity_counts),
+        },
         "estimated_at_age_seconds": None if core.estimated_at is None else round(now - core.estimated_at, 3),
         "snapshot": {
             "state": core.snapshot_state,

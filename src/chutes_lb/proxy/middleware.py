@@ -57,7 +57,7 @@ class ApiRoute:
     name: str  # chat | text | messages | count_tokens | responses
     shape: str  # "openai" | "anthropic": the error shape of every answer on this route
     validate: Callable[[bytes], dict]  # raises RequestRejected
-    handle: Callable[[dict, Send, Receive], Awaitable[None]]
+    handle: Callable[[dict, Send, Receive, Mapping[str, str]], Awaitable[None]]
 
 
 def _presented_key(scope: Scope) -> str | None:
@@ -160,7 +160,8 @@ class FrontMiddleware:
                 return
             started = _Started(send)
             try:
-                await route.handle(data, started, receive)
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
+                await route.handle(data, started, receive, headers)
             except Exception:  # a bug of ours: a clear 500 in the route's shape, never a plain-text page
                 log.exception("internal error on %s", path)
                 if not started.started:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import orjson
 
@@ -85,7 +85,8 @@ class OpenAIRoutes:
         self.send_json = send_json
         self.metrics = metrics
 
-    async def handle(self, kind: str, body: dict[str, Any], send: Callable[..., Any], receive: Callable[..., Any]) -> None:
+    async def handle(self, kind: str, body: dict[str, Any], send: Callable[..., Any], receive: Callable[..., Any],
+                     headers: Mapping[str, str]) -> None:
         api = "chat" if kind == "chat" else "text"
         started = time.monotonic()
         model = body["model"]
@@ -98,7 +99,8 @@ class OpenAIRoutes:
         params = upstream_params(body, CHAT_PARAMS if kind == "chat" else TEXT_PARAMS)
         stream = bool(body.get("stream"))
         try:
-            result = await self.gateway.call(api, kind, group, params, stream=stream)
+            result = await self.gateway.call(api, kind, group, params, stream=stream,
+                                             affinity_key=self.gateway.session(body, headers))
         except UpstreamFailure as exc:
             self.metrics.request(api, "client_error" if exc.status < 500 and exc.status != 429 else exc.kind, time.monotonic() - started)
             await self.send_json(send, exc.status, openai_upstream_error(exc), error_headers(exc))

@@ -25,11 +25,13 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 from chutes_lb.fleet import ChuteRef
-from chutes_lb.routing.decision import decide
+from chutes_lb.routing.affinity import SessionMemo
+from chutes_lb.routing.decision import Affinity, decide
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate, penalty_active
 from chutes_lb.routing.ledger import Attempt, AttemptLedger
 from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote, exchange
 from chutes_lb.routing.metrics import RoutingMetrics
+from chutes_lb.routing.report import DecisionReport
 from chutes_lb.settings import Settings
 from chutes_lb.snapshot import Snapshot
 
@@ -38,7 +40,6 @@ __all__ = ["RoutingConfig", "RoutingCore", "SNAPSHOT_STATES"]
 log = logging.getLogger("chutes_lb.routing")
 
 SNAPSHOT_STATES = ("ok", "missing", "stale", "redis_unreachable", "invalid")
-DECISION_LOG_BUDGET = 5  # per-decision INFO lines per summary period; the rest are summarised
 SNAPSHOT_STRATEGIES = ("headroom", "least-utilization")  # the strategies that read the snapshot
 
 
@@ -51,12 +52,16 @@ class RoutingConfig:
     stale_seconds: float = 120.0
     request_timeout_seconds: float = 600.0
     summary_seconds: float = 10.0
+    affinity: bool = True  # sessions to their own chute within the load bound (headroom only)
+    affinity_bound: float = 1.25
+    affinity_depth: int = 2  # chutes of a session's order tried before the usual pick
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RoutingConfig":
         return cls(strategy=settings.routing_strategy, params=replace(DEFAULT_PARAMS, slow_ratio=settings.routing_slow_ratio),
                    stale_seconds=settings.snapshot_stale_seconds,
-                   request_timeout_seconds=settings.proxy_request_timeout_seconds)
+                   request_timeout_seconds=settings.proxy_request_timeout_seconds,
+                   affinity=settings.routing_affinity, affinity_bound=settings.routing_affinity_bound)
 
 
 class RoutingCore:
@@ -88,8 +93,9 @@ class RoutingCore:
         self.estimated_at: float | None = None
         self._known_instances: dict[str, int] = {}
         self._candidate_cache: dict[tuple[object, tuple[str, ...]], CandidateSet] = {}
-        self._period: Counter[tuple[str, str, str]] = Counter()  # (group, chute label, reason)
-        self._period_logged = 0
+        self.report = DecisionReport(config.strategy)
+        self.sessions = SessionMemo(config.affinity_depth)
+        self.affinity_counts: Counter[str] = Counter()  # this worker's session decisions, for /info
 
     # ------------------------------------------------------------ naming
     def chute_id(self, deployment_id: str) -> str:
@@ -109,7 +115,7 @@ class RoutingCore:
 
     def pick(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), last_failed: str | None = None,
              call_id: str | None = None, failure_kinds: Mapping[str, str] | None = None, api: str = "chat",
-             group: str = "") -> str:
+             group: str = "", affinity_key: int | None = None) -> str:
         """Choose the deployment for one upstream attempt and open its bookkeeping.
 
         ``failed``: deployments that already failed within this request (never chosen again while
@@ -124,13 +130,24 @@ class RoutingCore:
         excluded = frozenset(self.chute_id(d) for d in failed)
         snap = self.usable_snapshot(now)
         cands = self.candidates(snap, tuple(by_chute))
+        session = None
+        if affinity_key is not None and self.config.affinity and self.strategy == "headroom":
+            def est(i: int) -> Estimate:
+                return estimate(cands, i, now, float(self.replicas), self.params, self.live.snapshot_version)
+
+            session = Affinity(self.sessions.order(affinity_key, cands), self.config.affinity_bound,
+                               self.sessions.load(cands, now, est), lambda: self.sessions.load(cands, now, est, fresh=True))
         d = decide(cands, self.strategy, self.rng, now=now, excluded=excluded, replicas=self.replicas,
-                   snapshot_version=self.live.snapshot_version, params=self.params)
+                   snapshot_version=self.live.snapshot_version, params=self.params, affinity=session)
         chute = d.chute_id
         if call_id is None:
             return by_chute[chute]
         label = self.label(chute)
         self.metrics.decision(label, d.reason.value, self.strategy, api)
+        if self.config.affinity and self.strategy == "headroom":
+            outcome = (d.affinity or "no_key").split(":", 1)[0]
+            self.metrics.affinity(api, outcome)
+            self.affinity_counts[outcome] += 1
         if snap is None and self.strategy in SNAPSHOT_STRATEGIES:
             self.metrics.fallback(self.snapshot_state if self.snapshot_state != "ok" else "stale")
         if excluded and last_failed is not None and self.chute_id(last_failed) in self.chutes:
@@ -143,7 +160,9 @@ class RoutingCore:
         token = self.live.on_start(chute, now)
         self.ledger.open(call_id, chute, Attempt(token, now, api))
         self.metrics.attempt_started(label)
-        self._note(group, label, d.reason.value, excluded, lambda: estimate(cands, d.index, now, float(self.replicas), self.params, self.live.snapshot_version))
+        self.report.note(group, label, d.reason.value, self.snapshot_state, (self.label(c) for c in excluded),
+                         lambda: estimate(cands, d.index, now, float(self.replicas), self.params, self.live.snapshot_version),
+                         d.affinity)
         return by_chute[chute]
 
     def candidates(self, snap: Snapshot | None, chute_ids: tuple[str, ...]) -> CandidateSet:
@@ -170,21 +189,12 @@ class RoutingCore:
         built = self._candidate_cache[key] = CandidateSet(cands)
         return built
 
-    def _note(self, group: str, label: str, reason: str, excluded: frozenset[str], est: Callable[[], Estimate]) -> None:
-        self._period[(group, label, reason)] += 1
-        if self._period_logged < DECISION_LOG_BUDGET or log.isEnabledFor(logging.DEBUG):
-            self._period_logged += 1
-            e = est()
-            room = "429 hold" if e.penalized else f"{e.free:.1f} slots{' (slow)' if e.slow else ''}"
-            after = f", after failure of {', '.join(self.label(c) for c in sorted(excluded))}" if excluded else ""
-            log.info("routing -> %s (group %s, strategy %s, reason %s, est. headroom %s, snapshot %s%s)", label, group or "-",
-                     self.strategy, reason, room, self.snapshot_state, after)
-
     # ------------------------------------------------------------ outcomes
     def attempt_ended(self, call_id: str, deployment_id: str, outcome: str, *, ttft: float | None = None,
-                      tokens: float | None = None) -> None:
-        """Close one attempt exactly once: live bookkeeping, in-flight gauge, outcome metrics."""
-        self._end(call_id, self.chute_id(deployment_id), outcome, self.clock(), ttft, tokens)
+                      tokens: float | None = None, prompt: tuple[float, float] | None = None) -> None:
+        """Close one attempt exactly once: live bookkeeping, in-flight gauge, outcome metrics.
+        ``prompt``: (prompt tokens, cached tokens) of a successful response, when known."""
+        self._end(call_id, self.chute_id(deployment_id), outcome, self.clock(), ttft, tokens, prompt)
 
     def request_failed(self, call_id: str, outcome: str) -> None:
         """The request failed for good: every attempt it still has open is over."""
@@ -205,12 +215,15 @@ class RoutingCore:
         self.ledger.forget(call_id)
 
     def _end(self, call_id: str, chute: str, outcome: str, now: float, ttft: float | None = None,
-             tokens: float | None = None) -> None:
+             tokens: float | None = None, prompt: tuple[float, float] | None = None) -> None:
         attempt = self.ledger.close(call_id, chute)
         if attempt is None:
             return
+        uncached = prompt[0] - prompt[1] if prompt is not None else None
         if ttft is not None:
-            self.live.on_first_token(attempt.token, attempt.started + ttft)
+            self.live.on_first_token(attempt.token, attempt.started + ttft, uncached)
+        if prompt is not None:
+            self.metrics.prompt_tokens(attempt.api, self.label(chute), prompt[1], uncached or 0.0)
         self.live.on_end(attempt.token, now, outcome, tokens)
         latency = max(0.0, now - attempt.started) if outcome == "success" else None
         self.metrics.attempt_ended(self.label(chute), outcome, latency, ttft, attempt.api)
@@ -300,22 +313,8 @@ class RoutingCore:
 
     # ------------------------------------------------------------ summary
     def summary_line(self) -> str | None:
-        """The period's summary (share per chute, reasons), or None when nothing was routed; resets the period."""
-        counts, self._period = self._period, Counter()
-        self._period_logged = 0
-        if not counts:
-            return None
-        total = sum(counts.values())
-        per_group: dict[str, Counter[str]] = {}
-        per_reason: Counter[str] = Counter()
-        for (group, label, reason), n in counts.items():
-            per_group.setdefault(group or "-", Counter())[label] += n
-            per_reason[reason] += n
-        parts = "; ".join(
-            f"{group} {sum(c.values())}: " + ", ".join(f"{label} {n} ({100 * n / sum(c.values()):.0f}%)" for label, n in c.most_common())
-            for group, c in sorted(per_group.items(), key=lambda kv: -sum(kv[1].values())))
-        reasons = ", ".join(f"{reason}={n}" for reason, n in per_reason.most_common())
+        """The period's summary (each group's share per chute, reasons), or None when nothing was routed."""
         snap = self.snapshot
         age = f"{snap.age(self.clock()):.0f}s" if snap else "n/a"
-        return (f"routing summary ({self.config.summary_seconds:.0f}s, worker {self.worker_id}): {total} requests -> "
-                f"{parts}; reasons {reasons}; snapshot {self.snapshot_state} v{snap.version if snap else '-'} age {age}")
+        return self.report.summary(f"{self.config.summary_seconds:.0f}s, worker {self.worker_id}",
+                                   f"snapshot {self.snapshot_state} v{snap.version if snap else '-'} age {age}")

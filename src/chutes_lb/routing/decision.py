@@ -10,6 +10,9 @@
   only a slow chute had room, it takes the request (``slow_overflow``); if every sample was
   full, a random pick in proportion to capacity among chutes without a 429 hold. The choice is
   never the argmin of a shared number, so replicas reading the same stale snapshot do not herd.
+- With a session (``affinity``), ``headroom`` first offers the request to the session's own chute
+  (:mod:`chutes_lb.routing.affinity`: bounded-load rendezvous hashing); the steps above run only
+  when that chute is full, held, slow, excluded or over its load bound.
 - ``least-utilization``: argmin of snapshot ``utilization_current``, ties to the first (the seed
   rule; herds on a shared stale snapshot: kept only for comparison).
 - ``shuffle``: uniform random (LiteLLM simple-shuffle).
@@ -28,9 +31,10 @@ from bisect import bisect_right
 from enum import Enum
 from typing import Callable, Collection, NamedTuple, Protocol, Sequence
 
+from chutes_lb.routing.affinity import affinity_pick
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Reason", "Decision", "decide", "headroom_pick", "weighted_index",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Reason", "Decision", "Affinity", "decide", "headroom_pick", "weighted_index",
            "uniform_index", "RandomLike"]
 
 STRATEGIES: tuple[str, ...] = ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
@@ -40,6 +44,7 @@ DEFAULT_STRATEGY = "headroom"
 class Reason(str, Enum):
     """Why a chute was chosen: a fixed, small label set for metrics."""
 
+    AFFINITY = "affinity"  # headroom: the session's own chute (bounded-load rendezvous, see affinity.py)
     P2C = "p2c"  # headroom: the better of two capacity-weighted samples had free slots
     THIRD_SAMPLE = "third_sample"  # headroom: both looked full, an extra sample had room
     BEST_SAMPLED = "best_sampled"  # (DES ablations only) all samples full, the least overloaded
@@ -63,6 +68,17 @@ class Decision(NamedTuple):
     reason: Reason
     index: int  # position in the candidate set
     excluded_ignored: bool = False  # every candidate was excluded: the full list was used
+    affinity: str | None = None  # with a session: hit, spill[:why], or why it was dropped (affinity.OUTCOMES)
+
+
+class Affinity(NamedTuple):
+    """A session's part of a decision: its rendezvous order over this candidate set (the first
+    few indices), the load bound and the fleet's current load (busy / capacity)."""
+
+    order: list[int]
+    bound: float
+    fleet_load: float
+    fresh_load: Callable[[], float] | None = None  # recomputes fleet_load now (see affinity_pick)
 
 
 Estimator = Callable[[CandidateSet, int, float, float, HeadroomParams, object], Estimate]
@@ -164,9 +180,12 @@ def _argmin(cs: CandidateSet, excluded: Collection[str]) -> int:
 
 def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: RandomLike, *, now: float = 0.0,
            excluded: Collection[str] = (), replicas: float = 1, snapshot_version: object = None,
-           params: HeadroomParams = DEFAULT_PARAMS, headroom: HeadroomProcedure = headroom_pick) -> Decision:
+           params: HeadroomParams = DEFAULT_PARAMS, headroom: HeadroomProcedure = headroom_pick,
+           affinity: Affinity | None = None) -> Decision:
     """Choose one candidate. ``replicas`` = worker processes routing to this fleet (R);
-    ``snapshot_version`` = the version the live state adopted (429 holds belong to it).
+    ``snapshot_version`` = the version the live state adopted (429 holds belong to it);
+    ``affinity``: the request belongs to a session (``headroom`` only: its own chute first, while
+    it has room within the load bound; otherwise the usual pick, with why in ``Decision.affinity``).
     Raises ``ValueError`` only for an empty candidate list or an unknown strategy."""
     cs = candidates if isinstance(candidates, CandidateSet) else CandidateSet(candidates)
     n = cs.n
@@ -174,6 +193,15 @@ def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: R
         raise ValueError("no candidates")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
+    if affinity is not None and strategy == "headroom":
+        r = float(replicas) if replicas and replicas > 0 else 1.0
+        pick = affinity_pick(cs, affinity.order, lambda i: estimate(cs, i, now, r, params, snapshot_version),
+                             affinity.bound, affinity.fleet_load, excluded, affinity.fresh_load)
+        if pick.index >= 0:
+            outcome = pick.outcome if pick.why is None else f"{pick.outcome}:{pick.why}"
+            return Decision(cs.ids[pick.index], Reason.AFFINITY, pick.index, False, outcome)
+        return decide(cs, strategy, rng, now=now, excluded=excluded, replicas=replicas, snapshot_version=snapshot_version,
+                      params=params, headroom=headroom)._replace(affinity=pick.outcome)
     ignored = False
     if excluded:
         avail = [i for i in range(n) if cs.ids[i] not in excluded] if n <= 8 or len(excluded) * 2 >= n else None

@@ -139,9 +139,14 @@ def penalty_active(live: ChuteLive, now: float, version: object, capacity: float
     return now < live.last_429_at + p.hold_slots * latency / max(capacity, 1e-9)
 
 
+SLOW_MIN_SAMPLES = 5  # paced responses before a chute can be called slow (a cold first request is not)
+
+
 def is_slow(live: ChuteLive, now: float, p: HeadroomParams = DEFAULT_PARAMS) -> bool:
-    """True when ``headroom`` treats this chute as overflow only (markedly slower than the fleet)."""
-    return p.slow_ratio > 0.0 and live.tpot_ewma is not None and live.slowness(now, p.speed_memory) > p.slow_ratio
+    """True when ``headroom`` treats this chute as overflow only (markedly slower than the fleet,
+    on at least :data:`SLOW_MIN_SAMPLES` responses)."""
+    return (p.slow_ratio > 0.0 and live.tpot_ewma is not None and live.pace_samples >= SLOW_MIN_SAMPLES
+            and live.slowness(now, p.speed_memory) > p.slow_ratio)
 
 
 def others(live: ChuteLive | None, rem: RemoteCounts | None, now: float, replicas: float,

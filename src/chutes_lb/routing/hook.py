@@ -21,8 +21,9 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from chutes_lb.routing.core import RoutingCore
 from chutes_lb.routing.follower import SnapshotFollower
-from chutes_lb.routing.requestinfo import (api_of, attempt_key, classify_failure, completion_tokens, failed_ids_in_request,
-                                           failure_kinds_in_request, last_failed_in_request, ttft_seconds)
+from chutes_lb.routing.requestinfo import (affinity_key_of, api_of, attempt_key, classify_failure, completion_tokens,
+                                           failed_ids_in_request, failure_kinds_in_request, last_failed_in_request,
+                                           prompt_usage, ttft_seconds)
 from chutes_lb.routing.sharing import InflightSharing
 
 __all__ = ["ChutesRoutingHook", "BackgroundTasks"]
@@ -82,17 +83,18 @@ class ChutesRoutingHook(CustomLogger):
         choice = self.core.pick(tuple(by_id), failed=failed_ids_in_request(request_kwargs),
                                 last_failed=last_failed_in_request(request_kwargs), call_id=_call_id(request_kwargs),
                                 failure_kinds=failure_kinds_in_request(request_kwargs), api=api_of(request_kwargs),
-                                group=model)
+                                group=model, affinity_key=affinity_key_of(request_kwargs))
         return [by_id[choice]]
 
-    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, tokens: float | None = None) -> None:
+    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, tokens: float | None = None,
+               prompt: tuple[float, float] | None = None) -> None:
         key = attempt_key(kwargs)
         if key is not None:
-            self.core.attempt_ended(key[0], key[1], outcome, ttft=ttft_seconds(kwargs, start), tokens=tokens)
+            self.core.attempt_ended(key[0], key[1], outcome, ttft=ttft_seconds(kwargs, start), tokens=tokens, prompt=prompt)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
-            self._close(kwargs, "success", start_time, completion_tokens(response_obj))
+            self._close(kwargs, "success", start_time, completion_tokens(response_obj), prompt_usage(response_obj))
         except Exception:  # never let bookkeeping break a response
             log.exception("routing bookkeeping failed on success")
 

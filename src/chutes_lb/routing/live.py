@@ -65,7 +65,9 @@ class ChuteLive:
     old_open: int = 0
     latency_ewma: float | None = None
     ttft_ewma: float | None = None
+    ttft_pace_ewma: float | None = None  # TTFT per (1 + uncached prompt tokens / 1000): a cache miss is not slowness
     tpot_ewma: float | None = None
+    pace_samples: int = 0  # responses behind tpot_ewma (one slow first request is no evidence)
     pace_t: float = -math.inf
     fleet: FleetPace | None = None
     penalty_until: float = -math.inf
@@ -90,7 +92,7 @@ class ChuteLive:
 
     def slowness(self, now: float, memory: float) -> float:
         """Expected time of a typical request here / on the fleet (1.0 when unknown; see pace.py)."""
-        return slowness_ratio(self.fleet, self.ttft_ewma, self.tpot_ewma, self.pace_t, now, memory)
+        return slowness_ratio(self.fleet, self.ttft_pace_ewma, self.tpot_ewma, self.pace_t, now, memory)
 
     def started_by(self, t: float) -> int:
         """``started_total`` as it was at time ``t`` (exact for the last RECENT_STARTS starts)."""
@@ -176,8 +178,12 @@ class LiveState:
         self._open[tok] = _Open(c, now, self._epoch)
         return tok
 
-    def on_first_token(self, token: int, now: float) -> None:
-        """First token (or first byte) of the response arrived: updates the TTFT EWMA once."""
+    def on_first_token(self, token: int, now: float, uncached_tokens: float | None = None) -> None:
+        """First token (or first byte) of the response arrived: updates the TTFT EWMAs once.
+
+        ``uncached_tokens``: prompt tokens the chute had to compute (prompt minus cached), when
+        known. The pace EWMA behind slowness divides by ``1 + uncached / 1000``, so a long prompt
+        that missed the prefix cache does not make a chute look slow."""
         o = self._open.get(token)
         if o is None or o.first_token:
             return
@@ -187,7 +193,9 @@ class LiveState:
             o.ttft = dt
             c = o.chute
             c.ttft_ewma = _ewma(c.ttft_ewma, dt, self.ewma_alpha)
-            self.fleet.ttft_ewma = _ewma(self.fleet.ttft_ewma, dt, self.fleet_alpha)
+            unit = dt / (1.0 + max(0.0, uncached_tokens) / 1000.0) if uncached_tokens and uncached_tokens == uncached_tokens else dt
+            c.ttft_pace_ewma = _ewma(c.ttft_pace_ewma, unit, self.ewma_alpha)
+            self.fleet.ttft_ewma = _ewma(self.fleet.ttft_ewma, unit, self.fleet_alpha)
 
     def on_end(self, token: int, now: float, outcome: str = "success", tokens: float | None = None) -> None:
         """The request finished. Unknown tokens and second ends are counted, never raised.
@@ -215,9 +223,11 @@ class LiveState:
             if dt >= 0.0 and dt == dt:
                 c.latency_ewma = _ewma(c.latency_ewma, dt, self.ewma_alpha)
                 if tokens is not None and tokens == tokens and 0.0 < tokens < math.inf:
+                    # not streamed: TTFT unknown, the fleet's typical one is assumed
                     ttft = o.ttft if o.ttft >= 0.0 else (c.ttft_ewma or self.fleet.ttft_ewma or 0.0)
                     tpot = max(0.0, dt - ttft) / tokens
                     c.tpot_ewma = _ewma(c.tpot_ewma, tpot, self.ewma_alpha)
+                    c.pace_samples += 1
                     c.pace_t = now
                     f = self.fleet
                     f.tokens_ewma = _ewma(f.tokens_ewma, float(tokens), self.fleet_alpha)

@@ -34,6 +34,8 @@ class RoutingMetrics(Protocol):
     def request(self, api: str, outcome: str, seconds: float) -> None: ...
     def retry(self, api: str, reason: str) -> None: ...
     def retry_refused(self, api: str) -> None: ...
+    def affinity(self, api: str, outcome: str) -> None: ...
+    def prompt_tokens(self, api: str, chute: str, cached: float, computed: float) -> None: ...
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None: ...
     def snapshot(self, age_seconds: float | None, usable: bool) -> None: ...
 
@@ -55,6 +57,8 @@ class PrometheusRoutingMetrics:
         self._duration = Histogram("chutes_lb_request_duration_seconds", "Client request time in the proxy, retries included (streams: to the last byte)", ["api"], buckets=_LATENCY_BUCKETS, **r)
         self._retries = PCounter("chutes_lb_retries", "Upstream attempts retried on another chute, by API and why", ["api", "reason"], **r)
         self._retry_refused = PCounter("chutes_lb_retry_budget_exhausted", "Retries not made because the retry budget (20% of the request rate) was spent", ["api"], **r)
+        self._affinity = PCounter("chutes_lb_affinity_decisions", "Session decisions: hit (the session's chute), spill (its next one), or why affinity was dropped", ["api", "outcome"], **r)
+        self._prompt = PCounter("chutes_lb_prompt_tokens", "Prompt tokens of successful attempts: cached (prefix cache hit) or computed", ["api", "chute", "kind"], **r)
         self._latency = Histogram("chutes_lb_upstream_latency_seconds", "Upstream attempt latency (whole response)", ["chute"], buckets=_LATENCY_BUCKETS, **r)
         self._ttft = Histogram("chutes_lb_time_to_first_token_seconds", "Time to first token of streamed responses", ["chute"], buckets=_TTFT_BUCKETS, **r)
         self._inflight = Gauge("chutes_lb_inflight_requests", "Requests open to each chute (this replica, all workers)", ["chute"], multiprocess_mode="livesum", **r)
@@ -92,6 +96,15 @@ class PrometheusRoutingMetrics:
 
     def retry_refused(self, api: str) -> None:
         self._retry_refused.labels(api).inc()
+
+    def affinity(self, api: str, outcome: str) -> None:
+        self._affinity.labels(api, outcome).inc()
+
+    def prompt_tokens(self, api: str, chute: str, cached: float, computed: float) -> None:
+        if cached > 0:
+            self._prompt.labels(api, chute, "cached").inc(cached)
+        if computed > 0:
+            self._prompt.labels(api, chute, "computed").inc(computed)
 
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None:
         self._headroom.labels(chute).set(headroom)
@@ -135,6 +148,13 @@ class RecordingMetrics:
 
     def retry_refused(self, api: str) -> None:
         self.counts[("retry_refused", api)] += 1
+
+    def affinity(self, api: str, outcome: str) -> None:
+        self.counts[("affinity", api, outcome)] += 1
+
+    def prompt_tokens(self, api: str, chute: str, cached: float, computed: float) -> None:
+        self.counts[("prompt_tokens", api, chute, "cached")] += int(cached)
+        self.counts[("prompt_tokens", api, chute, "computed")] += int(computed)
 
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None:
         self.gauges[("headroom", chute)] = headroom

@@ -1,7 +1,8 @@
 """How fast each chute serves, against the fleet: :class:`FleetPace` (the yardstick, one per
 process) and :func:`slowness_ratio`. Pure: ``now`` is passed in.
 
-A typical request is the request-weighted EWMA of time to first token and output tokens over the
+A typical request is the request-weighted EWMA of time to first token (per 1 + uncached prompt
+tokens / 1000: prefill work is the prompt's, not the chute's pace) and output tokens over the
 whole fleet. The yardstick is the lower median over chutes of the seconds that typical request
 would take on each chute (its TTFT + decode pace x tokens), recomputed at most every
 ``LiveState.fleet_every`` seconds, off the decision path. The median, not a traffic-weighted mean,
@@ -20,7 +21,7 @@ __all__ = ["FleetPace", "slowness_ratio"]
 
 
 class Paced(Protocol):
-    ttft_ewma: float | None
+    ttft_pace_ewma: float | None
     tpot_ewma: float | None
 
 
@@ -45,8 +46,8 @@ class FleetPace:
         return (ttft if ttft is not None else (self.ttft_ewma or 0.0)) + tpot * self.tokens_ewma
 
     def recompute(self, chutes: Iterable[Paced], now: float) -> None:
-        timed = sorted(((t, c.ttft_ewma, c.tpot_ewma) for c in chutes
-                        if (t := self.expected(c.ttft_ewma, c.tpot_ewma)) is not None), key=lambda x: x[0])
+        timed = sorted(((t, c.ttft_pace_ewma, c.tpot_ewma) for c in chutes
+                        if (t := self.expected(c.ttft_pace_ewma, c.tpot_ewma)) is not None), key=lambda x: x[0])
         if timed:
             _, self.ref_ttft, self.ref_tpot = timed[(len(timed) - 1) // 2]
         self.computed_at = now

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 _METADATA_KEYS = ("metadata", "litellm_metadata")
 API_KEY = "chutes_lb_api"  # metadata: which client API the call serves (chat, text, messages, responses)
 EXCLUDED_KEY = "chutes_lb_excluded"  # metadata: deployments that already failed this request, in order
+AFFINITY_KEY = "chutes_lb_affinity"  # metadata: the request's session key (a 64-bit int, see routing/affinity.py)
 
 
 def _metadata_dicts(kwargs: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
@@ -164,3 +165,32 @@ def api_of(kwargs: Mapping[str, Any] | None, default: str = "chat") -> str:
         if isinstance(value, str) and value:
             return value
     return "text" if kwargs.get("call_type") in ("atext_completion", "text_completion") else default
+
+
+def prompt_usage(response_obj: Any) -> tuple[float, float] | None:
+    """(prompt tokens, cached prompt tokens) of a successful response, None when unknown; cached
+    from ``usage.prompt_tokens_details.cached_tokens`` (0 when the upstream does not say)."""
+    usage = response_obj.get("usage") if isinstance(response_obj, Mapping) else getattr(response_obj, "usage", None)
+
+    def field(obj: Any, name: str) -> Any:
+        return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+    prompt = field(usage, "prompt_tokens") if usage is not None else None
+    if isinstance(prompt, bool) or not isinstance(prompt, (int, float)) or not 0 <= prompt < 1e9:
+        return None
+    details = field(usage, "prompt_tokens_details")
+    cached = field(details, "cached_tokens") if details is not None else None
+    if isinstance(cached, bool) or not isinstance(cached, (int, float)) or not 0 <= cached <= prompt:
+        cached = 0
+    return float(prompt), float(cached)
+
+
+def affinity_key_of(kwargs: Mapping[str, Any] | None) -> int | None:
+    """The session key the proxy put in the metadata, None when the request has none."""
+    if not kwargs:
+        return None
+    for meta in _metadata_dicts(kwargs):
+        value = meta.get(AFFINITY_KEY)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None

@@ -1,0 +1,226 @@
+"""Session affinity with bounded load: the turns of one conversation go to the chute that served
+the previous ones (its prefix cache holds their prompt) while that chute has room, without
+piling sessions onto one chute. Pure: no I/O, no clock.
+
+**The key** (:func:`session_key`) comes from what the client sends, in a configured order of
+sources: a session header (``x-session-id``, or the ones coding agents send), OpenAI's
+``prompt_cache_key``, Anthropic's ``metadata.user_id`` (Claude Code puts its session there),
+OpenAI's ``user``, and last a hash of the conversation's stable prefix (the system prompt and the
+first user message, as llm-d's prefix scorer does). Only a 64-bit hash is kept: never the text.
+Every replica and worker computes the same key for the same conversation.
+
+**The pick** (:func:`affinity_pick`): the candidates are ordered by weighted rendezvous hashing
+(the highest ``capacity / -ln(h(key, chute))`` first, so a chute gets sessions in proportion to
+its capacity and removing one moves only its own sessions); the first chute in that order that
+has room at ordinary speed (no 429 hold, not slow, not excluded) and whose busy slots after this
+request stay within ``ceil(bound x capacity x (fleet load + 1 / fleet capacity))`` (its share of
+the fleet's load, times ``bound``: "consistent hashing with bounded loads", Mirrokni, Thorup and
+Zadimoghaddam 2018, weighted by capacity, as HAProxy's ``hash-balance-factor``), or below half its
+slots (:data:`FREE_BELOW`), takes the request. Only the first ``depth`` chutes are tried; otherwise
+the caller falls back to the herd-proof power of two choices.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple
+
+from chutes_lb.routing.estimate import CandidateSet, Estimate
+from chutes_lb.settings import KEY_SOURCES
+
+__all__ = ["KEY_SOURCES", "DEFAULT_KEY_SOURCES", "SESSION_HEADERS", "session_key", "rendezvous_order", "affinity_pick",
+           "AffinityPick", "SessionMemo", "OUTCOMES"]
+
+DEFAULT_KEY_SOURCES = KEY_SOURCES
+# headers that name a session: ours first, then what coding agents send
+SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id", "session-id", "session_id", "x-session-affinity")
+# Up to this share of its slots a chute keeps its sessions whatever the fleet's mean load: at low
+# load the bound (its share x bound, rounded up) is a slot or two, estimation noise alone (the
+# utilization API's 10 s averages) would then move sessions and lose their caches for no gain.
+FREE_BELOW = 0.5
+PREFIX_CHARS = 8192  # of the system prompt and of the first user message: enough to tell sessions apart
+# how an affinity pick ended (bounded metric label values)
+OUTCOMES = ("hit", "spill", "dropped_full", "dropped_penalized", "dropped_slow", "dropped_excluded", "dropped_overloaded", "no_key")
+
+
+def _h64(*parts: str) -> int:
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out = []
+        for part in content:
+            if isinstance(part, dict):
+                text = part.get("text")
+                if isinstance(text, str):
+                    out.append(text)
+                elif part.get("type") in ("input_text", "output_text") and isinstance(part.get("text"), str):
+                    out.append(part["text"])
+        return "\n".join(out)
+    return ""
+
+
+def _prefix(body: Mapping[str, Any]) -> str | None:
+    """System prompt + first user message of a chat, Messages or Responses body (None if none)."""
+    system = _text(body.get("system")) or (body.get("instructions") if isinstance(body.get("instructions"), str) else "")
+    items = body.get("messages")
+    if items is None:
+        inp = body.get("input")
+        items = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp
+    if not isinstance(items, list):
+        prompt = body.get("prompt")
+        return prompt[:PREFIX_CHARS] if isinstance(prompt, str) and prompt else None
+    first_user = ""
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        role = item.get("role")
+        if role in ("system", "developer") and not system:
+            system = _text(item.get("content"))
+        elif role == "user":
+            first_user = _text(item.get("content"))
+            break
+    if not system and not first_user:
+        return None
+    return system[:PREFIX_CHARS] + "\x1e" + first_user[:PREFIX_CHARS]
+
+
+def session_key(body: Mapping[str, Any], headers: Mapping[str, str], sources: Iterable[str] = DEFAULT_KEY_SOURCES) -> tuple[int, str] | None:
+    """(64-bit key, source name) for this request, or None when no source applies."""
+    for source in sources:
+        value: str | None = None
+        if source == "header":
+            value = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
+        elif source == "prompt_cache_key":
+            v = body.get("prompt_cache_key")
+            value = v if isinstance(v, str) and v else None
+        elif source == "metadata":
+            meta = body.get("metadata")
+            v = meta.get("user_id") if isinstance(meta, dict) else None
+            value = v if isinstance(v, str) and v else None
+        elif source == "user":
+            v = body.get("user")
+            value = v if isinstance(v, str) and v else None
+        elif source == "prefix":
+            value = _prefix(body)
+        if value:
+            return _h64(source, value), source
+    return None
+
+
+_CHUTE_HASH: dict[str, int] = {}
+_M64 = (1 << 64) - 1
+
+
+def _chute_hash(chute_id: str) -> int:
+    h = _CHUTE_HASH.get(chute_id)
+    if h is None:
+        if len(_CHUTE_HASH) > 100_000:
+            _CHUTE_HASH.clear()
+        h = _CHUTE_HASH[chute_id] = _h64("chute", chute_id)
+    return h
+
+
+def _unit(key: int, chute_id: str) -> float:
+    """A uniform (0, 1) draw from (key, chute), the same on every replica (splitmix64 finaliser)."""
+    z = (key ^ _chute_hash(chute_id)) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    z ^= z >> 31
+    return (z + 0.5) / 2.0**64
+
+
+def rendezvous_order(cs: CandidateSet, key: int, depth: int | None = None) -> list[int]:
+    """Candidate indices, the session's preferred chute first (weighted rendezvous hashing);
+    only the first ``depth`` when given."""
+    scores = [cs.cap[i] / -math.log(_unit(key, cs.ids[i])) for i in range(cs.n)]
+    order = sorted(range(cs.n), key=lambda i: -scores[i])
+    return order if depth is None else order[:depth]
+
+
+class AffinityPick(NamedTuple):
+    index: int  # -1: no chute of the first ``depth`` qualified (fall back)
+    outcome: str  # one of OUTCOMES
+    rank: int = 0  # position of the chosen chute in the session's order
+    why: str | None = None  # for a spill: why the session's first chute was passed over
+
+
+def affinity_pick(cs: CandidateSet, order: list[int], estimate_of: Callable[[int], Estimate], bound: float,
+                  fleet_load: float, excluded: Collection[str] = (), fresh_load: Callable[[], float] | None = None) -> AffinityPick:
+    """The bounded-load pick over the session's ``order`` (:func:`rendezvous_order`, first few):
+    ``fleet_load`` = the fleet's estimated busy slots / capacity, as the core keeps it (at most a
+    second old, so a decision does not sum over every chute); when a chute fails the bound
+    against it, ``fresh_load()`` recomputes it from the same estimates before the chute is
+    given up (the chute's busy estimate and the fleet's then agree)."""
+    first_problem = None
+    loads = [fleet_load]
+
+    def allowed(i: int) -> float:
+        return max(math.ceil(bound * cs.cap[i] * (loads[0] + 1.0 / cs.total)), FREE_BELOW * cs.cap[i])
+
+    def over(i: int, e: Estimate) -> bool:
+        busy_after = cs.cap[i] - e.free + 1.0
+        if busy_after <= allowed(i):
+            return False
+        if fresh_load is not None and len(loads) == 1:
+            loads.insert(0, fresh_load())
+            return busy_after > allowed(i)
+        return True
+
+    for rank, i in enumerate(order):
+        e = estimate_of(i)
+        problem = None
+        if excluded and cs.ids[i] in excluded:
+            problem = "dropped_excluded"
+        elif e.penalized:
+            problem = "dropped_penalized"
+        elif e.free <= 0.0:
+            problem = "dropped_full"
+        elif e.slow:
+            problem = "dropped_slow"
+        elif over(i, e):
+            problem = "dropped_overloaded"  # this request would lift the chute above bound x its share
+        if problem is None:
+            return AffinityPick(i, "hit" if rank == 0 else "spill", rank, first_problem)
+        first_problem = first_problem or problem
+    return AffinityPick(-1, first_problem or "dropped_full")
+
+
+class SessionMemo:
+    """Per worker: each session's order over a candidate set (follow-ups hit the memo; bounded),
+    and each candidate set's load, recomputed at most once a second (not per decision)."""
+
+    def __init__(self, depth: int = 2, size: int = 8192) -> None:
+        self.depth, self.size = depth, size
+        self._orders: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
+        self._loads: dict[int, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def order(self, key: int, cs: CandidateSet) -> list[int]:
+        k = (key, id(cs))
+        order = self._orders.get(k)
+        if order is None:
+            order = self._orders[k] = rendezvous_order(cs, key, self.depth)
+            if len(self._orders) > self.size:
+                self._orders.popitem(last=False)
+        else:
+            self._orders.move_to_end(k)
+        return order
+
+    def load(self, cs: CandidateSet, now: float, estimate_of: Callable[[int], Estimate], fresh: bool = False) -> float:
+        cached = self._loads.get(id(cs))
+        if cached is not None and 0.0 <= now - cached[0] < 1.0 and not fresh:
+            return cached[1]
+        busy = sum(cs.cap[i] - estimate_of(i).free for i in range(cs.n))
+        load = max(0.0, busy) / cs.total
+        if len(self._loads) > 64:
+            self._loads.clear()
+        self._loads[id(cs)] = (now, load)
+        return load
