@@ -81,12 +81,14 @@ def unavailable_reason() -> str | None:
 
 # ------------------------------------------------------------------ configuration (README = test)
 def claude_settings(base_url: str = README_BASE, key: str = README_KEY, *, model: str | None = MODEL,
-                    test: bool = False) -> dict[str, Any]:
+                    key_var: str = "ANTHROPIC_AUTH_TOKEN", test: bool = False) -> dict[str, Any]:
     """``~/.claude/settings.json``. ``model=None``: leave Claude Code's own model names (claude-*),
-    which the proxy maps onto chutes-models through ``model_group_alias``."""
+    which the proxy maps onto chutes-models through ``model_group_alias``. ``key_var``:
+    ``ANTHROPIC_AUTH_TOKEN`` is sent as ``Authorization: Bearer`` (no "use this API key?"
+    dialog), ``ANTHROPIC_API_KEY`` as ``x-api-key``."""
     env = {
         "ANTHROPIC_BASE_URL": base_url,  # without /v1: Claude Code appends /v1/messages
-        "ANTHROPIC_AUTH_TOKEN": key,  # sent as Authorization: Bearer (no "use this API key?" dialog)
+        key_var: key,
     }
     if model is not None:
         env.update({
@@ -167,6 +169,21 @@ OPENCODE_ENV = {
 }
 
 
+# ------------------------------------------------------------------ what the tests ask
+API = {"claude": "messages", "codex": "responses", "opencode": "chat"}  # the proxy's metrics label
+SECRET = "PERIWINKLE-7731"  # only in the file the tool turn reads
+
+
+def tool_directive(agent: str, path: Path) -> str:
+    """The simulator directive that makes the model call the agent's own file-reading tool
+    (the names and arguments each pinned version offers: notes/agents.md)."""
+    return {
+        "claude": f'sim:call Read {{"file_path": "{path}"}}',
+        "codex": f'sim:call exec_command {{"cmd": "cat {path}"}}',
+        "opencode": f'sim:call read {{"filePath": "{path}"}}',
+    }[agent]
+
+
 # ------------------------------------------------------------------ tripwire for outbound traffic
 class Tripwire:
     """A loopback HTTP proxy that refuses everything and records what was asked (CONNECT host:port
@@ -230,13 +247,14 @@ def _base_env(home: Path) -> dict[str, str]:
     }
 
 
-def _prepare(agent: str, prompt: str, home: Path, base_url: str, key: str, claude_model: str | None) -> tuple[list[str], dict[str, str]]:
+def _prepare(agent: str, prompt: str, home: Path, base_url: str, key: str, claude_model: str | None,
+             claude_key_var: str) -> tuple[list[str], dict[str, str]]:
     env = _base_env(home)
     binary = str(BINARIES[agent])
     if agent == "claude":
         cfg = home / ".claude"
         cfg.mkdir(parents=True)
-        (cfg / "settings.json").write_text(json.dumps(claude_settings(base_url, key, model=claude_model, test=True), indent=2))
+        (cfg / "settings.json").write_text(json.dumps(claude_settings(base_url, key, model=claude_model, key_var=claude_key_var, test=True), indent=2))
         env["CLAUDE_CONFIG_DIR"] = str(cfg)
         return [binary, "-p", prompt, "--output-format", "text", "--allowedTools", "Read"], env
     if agent == "codex":
@@ -263,11 +281,11 @@ def _prepare(agent: str, prompt: str, home: Path, base_url: str, key: str, claud
 
 
 def run_agent(agent: str, prompt: str, *, base_url: str, key: str, home: Path, workdir: Path,
-              timeout: float = 90.0, claude_model: str | None = MODEL) -> AgentRun:
+              timeout: float = 90.0, claude_model: str | None = MODEL, claude_key_var: str = "ANTHROPIC_AUTH_TOKEN") -> AgentRun:
     """Run one agent once on ``prompt`` in ``workdir`` with a fresh ``home``; never raises on
     the agent's failure (the caller asserts on :class:`AgentRun`)."""
     home.mkdir(parents=True)
-    argv, env = _prepare(agent, prompt, home, base_url, key, claude_model)
+    argv, env = _prepare(agent, prompt, home, base_url, key, claude_model, claude_key_var)
     tmpdir = home / "tmp"
     tmpdir.mkdir()
     env["TMPDIR"] = str(tmpdir)

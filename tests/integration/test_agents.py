@@ -23,25 +23,13 @@ from typing import Iterator
 import pytest
 
 from chutes_lb.devstack import metric_value
-from tests.integration.agent_runner import AgentRun, run_agent, unavailable_reason
+from tests.integration.agent_runner import API, SECRET, AgentRun, run_agent, tool_directive, unavailable_reason
 from tests.integration.proxy_stack import MASTER_KEY, NAMES, Stack, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
-API = {"claude": "messages", "codex": "responses", "opencode": "chat"}
 ROUTE = {"messages": "/v1/messages", "responses": "/v1/responses", "chat": "/v1/chat/completions"}
-SECRET = "PERIWINKLE-7731"
 RUN_TIMEOUT = 90.0
-
-
-def tool_directive(agent: str, path: Path) -> str:
-    """The simulator directive that makes the model call the agent's own file-reading tool
-    (the names and arguments each agent version offers: notes/agents.md)."""
-    return {
-        "claude": f'sim:call Read {{"file_path": "{path}"}}',
-        "codex": f'sim:call exec_command {{"cmd": "cat {path}"}}',
-        "opencode": f'sim:call read {{"filePath": "{path}"}}',
-    }[agent]
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +143,9 @@ def test_agent_reads_a_file_with_its_tool(stack: Stack, tmp_path: Path, agent: s
     check_routed(obs, API[agent], 2)  # the tool call, then the answer to its result
 
 
-def test_claude_code_with_its_own_model_names(stack: Stack, tmp_path: Path) -> None:
+def test_claude_code_with_its_own_model_names_and_x_api_key(stack: Stack, tmp_path: Path) -> None:
     """No model variables: Claude Code asks for claude-* names, which model_group_alias maps
-    onto chutes-models."""
-    result, obs = run(stack, tmp_path, "claude", "say hi", claude_model=None)
+    onto chutes-models. The key as ANTHROPIC_API_KEY, which Claude Code sends as x-api-key."""
+    result, obs = run(stack, tmp_path, "claude", "say hi", claude_model=None, claude_key_var="ANTHROPIC_API_KEY")
     assert "quick brown fox" in result.stdout, result.describe()
     check_routed(obs, "messages", 1)
