@@ -30,6 +30,12 @@ PROXY_METRICS = {
     "chutes_lb_failovers_total",
     "chutes_lb_chute_headroom_slots",
     "chutes_lb_chute_slowness_ratio",
+    "chutes_lb_requests_total",
+    "chutes_lb_request_duration_seconds",
+    "chutes_lb_affinity_decisions_total",
+    "chutes_lb_prompt_tokens_total",
+    "chutes_lb_retries_total",
+    "chutes_lb_retry_budget_exhausted_total",
 }
 POLLER_METRICS = {
     "chutes_lb_poller_poll_duration_seconds",
@@ -45,6 +51,7 @@ POLLER_METRICS = {
     "chutes_lb_chute_in_snapshot",
 }
 HISTOGRAMS = {
+    "chutes_lb_request_duration_seconds",
     "chutes_lb_upstream_latency_seconds",
     "chutes_lb_time_to_first_token_seconds",
     "chutes_lb_poller_poll_duration_seconds",
@@ -175,7 +182,7 @@ def test_chute_panels_group_by_bounded_labels_only() -> None:
     for title, e in exprs():
         for group in re.findall(r"\bby\s*\(([^)]*)\)", e):
             labels = {g.strip() for g in group.split(",")}
-            assert labels <= {"chute", "reason", "le", "instance", "kind", "code", "outcome", "window"}, (title, labels)
+            assert labels <= {"chute", "reason", "le", "instance", "kind", "code", "outcome", "window", "api"}, (title, labels)
 
 
 def test_alert_rules_use_only_contract_metrics() -> None:
