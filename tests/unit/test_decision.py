@@ -34,7 +34,7 @@ def chi2(counts: Counter, ids: list[str], weights: list[float]) -> float:
 
 
 def test_strategy_names_and_reasons_are_fixed() -> None:
-    assert STRATEGIES == ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
+    assert STRATEGIES == ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")
     assert {r.value for r in Reason} == {
         "p2c", "third_sample", "best_sampled", "scan_fallback", "proportional_fallback", "all_penalized",
         "slow_overflow", "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random", "affinity"}
@@ -284,3 +284,64 @@ def test_ordinary_speed_differences_do_not_trigger_overflow() -> None:
     rng = random.Random(13)
     picks = Counter(decide(cands, "headroom", rng, now=100.0, snapshot_version=1).chute_id for _ in range(N))
     assert 0.4 < picks["c1"] / N < 0.6
+
+
+# ------------------------------------------------------------------ the estimate's order (issue 14), by hand
+def _est(caps, busy, live=None, **kw):
+    live = live or LiveState()
+    live.on_snapshot(1, 0.0)
+    cs = CandidateSet(fleet(caps, [b / c for b, c in zip(busy, caps)], live=live, **kw))
+    return cs, [estimate(cs, i, 0.0, 1.0, DEFAULT_PARAMS, 1) for i in range(cs.n)], live
+
+
+def test_equal_free_fractions_tie_and_the_first_sample_wins() -> None:
+    cs, (a, b), _ = _est([40, 4], [20, 2])  # both half free: 20/40 = 2/4
+    assert a.key == b.key == (3, 0.5)
+    # headroom-slots would prefer the big one (20 > 2 free slots): capacity counted twice
+    assert estimate(cs, 0, 0.0, 1.0, DEFAULT_PARAMS, 1, fraction=False).key > estimate(cs, 1, 0.0, 1.0, DEFAULT_PARAMS, 1, fraction=False).key
+
+
+def test_a_nearly_full_big_chute_loses_to_an_emptier_small_one() -> None:
+    cs, (big, small), _ = _est([40, 4], [36, 1])  # big: 4 free (10%); small: 3 free (75%)
+    assert big.key == (3, pytest.approx(0.1)) and small.key == (3, pytest.approx(0.75))
+    assert small.key > big.key
+    rng = random.Random(21)
+    picks = Counter(decide(cs, "headroom", rng, snapshot_version=1).chute_id for _ in range(2000))
+    assert picks["c1"] > picks["c0"] * 0.9  # sampled 1:10 by capacity, yet it wins every comparison it is in
+    old = Counter(decide(cs, "headroom-slots", random.Random(21), snapshot_version=1).chute_id for _ in range(2000))
+    assert old["c0"] > picks["c0"]
+
+
+def test_a_sliver_of_room_ranks_below_a_whole_free_slot_and_above_full() -> None:
+    _, (sliver, whole, full), _ = _est([8, 40, 8], [7.5, 39, 9])
+    assert sliver.tier == 2 and whole.tier == 3 and full.tier == 0
+    assert whole.key > sliver.key > full.key and sliver.has_room and not full.has_room
+
+
+def test_a_429_hold_and_a_slow_chute_rank_below_room() -> None:
+    live = LiveState(penalty_seconds=30.0, fleet_every=0.0)
+    live.on_snapshot(1, 0.0)
+    cs = CandidateSet(fleet([20, 20, 20, 20], [0.0, 0.0, 0.0, 0.9], live=live))
+    live.chute("c0").latency_ewma = 100.0
+    live.on_end(live.on_start("c0", 0.0), 0.0, "rate_limited")  # c0 holds a 429
+    for c, seconds in (("c1", 10.0), ("c2", 40.0), ("c3", 10.0)):
+        for _ in range(5):
+            live.on_end(live.on_start(c, 0.0), seconds, "success", tokens=100)  # c2 is slow
+    held, room, slow, tight = (estimate(cs, i, 0.5, 1.0, DEFAULT_PARAMS, 1) for i in range(4))
+    assert held.tier == -1 and slow.tier == 1 and room.tier == 3 and tight.tier == 3
+    assert room.key > tight.key > slow.key > held.key  # 20 free (100%) > 2 free (10%) > slow > held
+
+
+def test_the_apis_rate_limit_ratio_is_a_prior_that_live_evidence_outweighs() -> None:
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    cands = [Candidate("c0", 20, 0.0, 0.0, 0.95, live=live.chute("c0")), Candidate("c1", 20, 0.0, 0.0, 0.0, live=live.chute("c1"))]
+    cs = CandidateSet(cands)
+    hot, cold = (estimate(cs, i, 0.0, 1.0, DEFAULT_PARAMS, 1) for i in range(2))
+    assert hot.free == pytest.approx(20 * 0.05) and cold.free == 20.0  # gpt-oss-20b in the capture: 95% refused
+    picks = Counter(decide(cs, "headroom", random.Random(3), snapshot_version=1).chute_id for _ in range(1000))
+    assert picks["c1"] > 900
+    for _ in range(200):  # this worker's own attempts there all succeed: the prior fades
+        live.on_end(live.on_start("c0", 0.0), 0.0, "success")
+    live.chute("c0").in_flight = 0
+    assert estimate(cs, 0, 0.0, 1.0, DEFAULT_PARAMS, 1).free > 19.0

@@ -40,7 +40,7 @@ __all__ = ["RoutingConfig", "RoutingCore", "SNAPSHOT_STATES"]
 log = logging.getLogger("chutes_lb.routing")
 
 SNAPSHOT_STATES = ("ok", "missing", "stale", "redis_unreachable", "invalid")
-SNAPSHOT_STRATEGIES = ("headroom", "least-utilization")  # the strategies that read the snapshot
+SNAPSHOT_STRATEGIES = ("headroom", "headroom-slots", "least-utilization")  # the strategies that read the snapshot
 
 
 @dataclass(frozen=True)

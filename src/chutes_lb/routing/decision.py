@@ -5,14 +5,16 @@
 
 - ``headroom`` (default, :func:`headroom_pick`): power of two choices. Two distinct candidates
   are sampled in proportion to capacity and the one with the better :class:`Estimate` wins
-  (room at ordinary speed, then room on a slow chute, then full, then 429-penalised; more free
-  slots within a tier). If neither has room at ordinary speed, a third sample is tried; if
+  (at least one free slot, larger free fraction first; a sliver of room; room on a slow chute;
+  full; 429-penalised: see :class:`Estimate`). If neither has room at ordinary speed, a third sample is tried; if
   only a slow chute had room, it takes the request (``slow_overflow``); if every sample was
   full, a random pick in proportion to capacity among chutes without a 429 hold. The choice is
   never the argmin of a shared number, so replicas reading the same stale snapshot do not herd.
 - With a session (``affinity``), ``headroom`` first offers the request to the session's own chute
   (:mod:`chutes_lb.routing.affinity`: bounded-load rendezvous hashing); the steps above run only
   when that chute is full, held, slow, excluded or over its load bound.
+- ``headroom-slots``: ``headroom`` comparing absolute free slots in every tier (the rule before
+  free fractions; kept for comparison, see BENCHMARKS.md).
 - ``least-utilization``: argmin of snapshot ``utilization_current``, ties to the first (the seed
   rule; herds on a shared stale snapshot: kept only for comparison).
 - ``shuffle``: uniform random (LiteLLM simple-shuffle).
@@ -37,7 +39,7 @@ from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Reason", "Decision", "Affinity", "decide", "headroom_pick", "weighted_index",
            "uniform_index", "RandomLike"]
 
-STRATEGIES: tuple[str, ...] = ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
+STRATEGIES: tuple[str, ...] = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")
 DEFAULT_STRATEGY = "headroom"
 
 
@@ -160,6 +162,10 @@ def headroom_pick(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], 
     return _sample(cs, rng, excluded), Reason.ALL_PENALIZED
 
 
+def _slots_estimate(cs: CandidateSet, i: int, now: float, r: float, p: HeadroomParams, v: object) -> Estimate:
+    return estimate(cs, i, now, r, p, v, fraction=False)
+
+
 HeadroomProcedure = Callable[[CandidateSet, RandomLike, Collection[str], float, float, HeadroomParams, object],
                              tuple[int, Reason]]
 
@@ -219,6 +225,8 @@ def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: R
     r = float(replicas) if replicas and replicas > 0 else 1.0
     if strategy == "headroom":
         i, reason = headroom(cs, rng, excluded, now, r, params, snapshot_version)
+    elif strategy == "headroom-slots":
+        i, reason = headroom_pick(cs, rng, excluded, now, r, params, snapshot_version, estimator=_slots_estimate)
     elif strategy == "least-utilization":
         i, reason = _argmin(cs, excluded), Reason.ARGMIN
     elif strategy == "shuffle":

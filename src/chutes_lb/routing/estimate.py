@@ -65,35 +65,59 @@ class HeadroomParams:
     default_latency: float = 10.0  # seconds, for a chute without a latency EWMA yet
     slow_ratio: float = 1.5  # slower than this x the fleet's median chute = overflow; 0 = off
     speed_memory: float = 60.0  # seconds: slowness evidence fades with this time constant
+    rl_prior_weight: float = 10.0  # the API's rate_limit_ratio counts as this many attempts of evidence
 
 
 DEFAULT_PARAMS = HeadroomParams()
 
 
 class Estimate(NamedTuple):
-    """One chute's estimate. ``key`` orders estimates: room at ordinary speed, then room on a slow
-    chute (overflow), then full, then penalised; within a tier more free slots win."""
+    """One chute's estimate. ``key`` orders estimates, better first:
+
+    ====  ======================================  ===========================
+    tier  the chute                               then, within the tier
+    ====  ======================================  ===========================
+    3     has at least one free slot (ordinary)   larger free *fraction* wins
+    2     has a sliver of room (< 1 free slot)    more free slots win
+    1     has room but is slow (overflow only)    more free slots win
+    0     is full                                 the least overloaded wins
+    -1    holds a 429                             (ties)
+    ====  ======================================  ===========================
+
+    Comparing free *fractions* among chutes with room balances utilization (a fuller chute
+    decodes slower, on a batching GPU as in the simulator), while absolute free slots still
+    decide near the edge, where a 429 is the risk. ``fraction=False`` (strategy
+    ``headroom-slots``) compares absolute free slots in every tier, the earlier rule."""
 
     free: float  # estimated free slots (negative = over capacity)
     slow: bool = False
     penalized: bool = False
+    capacity: float = 1.0
+    fraction: bool = True
 
     @property
     def tier(self) -> int:
         if self.penalized:
             return -1
         if self.free > 0.0:
-            return 1 if self.slow else 2
+            if self.slow:
+                return 1
+            return 3 if self.free >= 1.0 or not self.fraction else 2
         return 0
 
     @property
     def key(self) -> tuple[int, float]:
-        return (-1, 0.0) if self.penalized else (self.tier, self.free)
+        tier = self.tier
+        if tier == -1:
+            return (-1, 0.0)
+        if tier == 3 and self.fraction:
+            return (3, self.free / self.capacity)
+        return (tier, self.free)
 
     @property
     def has_room(self) -> bool:
         """Room at ordinary speed: the p2c pick is done."""
-        return self.tier == 2
+        return self.tier >= 2
 
 
 def _clean(x: object) -> float | None:
@@ -186,12 +210,35 @@ def busy_slots(cs: CandidateSet, i: int, now: float, replicas: float, p: Headroo
     return all_in if shared is not None and all_in > est else est
 
 
-def estimate(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomParams, version: object) -> Estimate:
-    """The estimate of candidate ``i``: free slots, slow, penalised."""
-    live = cs.cands[i].live
-    free = cs.cap[i] - busy_slots(cs, i, now, replicas, p)
+def rate_limit_share(c: Candidate, p: HeadroomParams) -> float:
+    """The share of attempts this chute is expected to answer 429 at any load: the API's
+    ``rate_limit_ratio`` (5 min) as a prior worth ``rl_prior_weight`` attempts, outweighed as
+    this worker's own attempts since the snapshot arrive (their 429 share, an EWMA). Chutes
+    rate-limits for more than full slots (maintenance, abuse limits): a chute "with room" by
+    utilization can still refuse most requests."""
+    prior = _clean(c.rate_limit_ratio) or 0.0
+    live = c.live
     if live is None:
-        return Estimate(free)
+        return min(prior, 1.0)
+    n = float(live.attempts_since_snapshot)
+    m = p.rl_prior_weight
+    return min(1.0, (m * prior + n * live.rl_ewma) / (m + n)) if m + n > 0 else 0.0
+
+
+def estimate(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomParams, version: object,
+             fraction: bool = True) -> Estimate:
+    """The estimate of candidate ``i``: free slots (shrunk by the error score and the expected
+    429 share when positive), slow, penalised."""
+    c = cs.cands[i]
+    live = c.live
+    cap = cs.cap[i]
+    free = cap - busy_slots(cs, i, now, replicas, p)
+    if free > 0.0:
+        share = rate_limit_share(c, p)
+        if share > 0.0:
+            free *= 1.0 - share
+    if live is None:
+        return Estimate(free, capacity=cap, fraction=fraction)
     if live.error_score > 0.0 and free > 0.0:
         free *= 1.0 - live.error_at(now)
-    return Estimate(free, is_slow(live, now, p), penalty_active(live, now, version, cs.cap[i], p))
+    return Estimate(free, is_slow(live, now, p), penalty_active(live, now, version, cap, p), cap, fraction)

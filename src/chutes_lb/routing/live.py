@@ -18,7 +18,10 @@ Per chute (:class:`ChuteLive`, long-lived and mutated in place so a candidate ca
   current snapshot version and lasts at most ``penalty_seconds``; the decision shortens it to about
   the time one slot takes to free (:func:`chutes_lb.routing.estimate.penalty_active`);
 - ``error_score``: a decaying score in [0, 1] bumped by errors and timeouts (half-life
-  ``error_half_life``), read through :meth:`ChuteLive.error_at`.
+  ``error_half_life``), read through :meth:`ChuteLive.error_at`;
+- ``rl_ewma`` / ``attempts_since_snapshot``: the share of recent attempts answered 429 and how
+  many attempts ended since the snapshot: the live evidence that outweighs the API's
+  ``rate_limit_ratio`` prior (see estimate.py).
 
 The exchange: each worker publishes :meth:`LiveState.export_counts` with the time it measured
 them; :func:`exchange` folds the other workers' exports into per-chute :class:`RemoteCounts` (long
@@ -51,6 +54,7 @@ Outcome = Literal["success", "rate_limited", "error", "timeout", "cancelled"]
 OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout", "cancelled")
 
 _LN2 = math.log(2.0)
+RL_ALPHA = 0.1  # the 429-share EWMA's weight of one attempt
 RECENT_STARTS = 1024  # start times kept per chute, to know own starts since a remote measurement
 
 
@@ -80,6 +84,8 @@ class ChuteLive:
     recent_starts: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_STARTS))
     rate_limited_total: int = 0
     errors_total: int = 0
+    rl_ewma: float = 0.0  # share of this worker's recent attempts answered 429 (EWMA, alpha 0.1)
+    attempts_since_snapshot: int = 0  # attempts that ended since the snapshot was adopted (live evidence)
 
     @property
     def survival(self) -> float:
@@ -203,6 +209,10 @@ class LiveState:
         ``tokens``: output tokens of a successful response when known (any positive measure of
         the work done, e.g. the service demand in a simulation); feeds the decode-pace EWMAs."""
         o = self._open.pop(token, None)
+        if o is not None and outcome != "cancelled":
+            ch = o.chute
+            ch.rl_ewma += RL_ALPHA * ((1.0 if outcome == "rate_limited" else 0.0) - ch.rl_ewma)
+            ch.attempts_since_snapshot += 1
         if o is None:
             if token in self._ended:
                 self.anomalies["double_end"] += 1
@@ -261,6 +271,7 @@ class LiveState:
             c.open_at_adoption = c.in_flight
             c.old_open = c.in_flight
             c.new_inflight = 0
+            c.attempts_since_snapshot = 0
 
     def export_counts(self, now: float) -> dict[str, dict[str, float]]:
         """Per-chute counts to publish for the other workers (only chutes seen by this process):
