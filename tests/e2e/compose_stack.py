@@ -104,6 +104,14 @@ class Stack:
             self.compose("down", "-v", "--remove-orphans", "--timeout", "20", timeout=180, check=False)
             self.torn_down = True
 
+    def sim_admin(self, method: str, path: str, body: Any = None) -> Any:
+        """The simulator's admin API, from inside its container (it is not published)."""
+        code = ("import json, sys, urllib.request; req = urllib.request.Request('http://127.0.0.1:8080' + sys.argv[1], "
+                "method=sys.argv[2], data=None if sys.argv[3] == 'null' else sys.argv[3].encode(), "
+                "headers={'Content-Type': 'application/json'}); print(urllib.request.urlopen(req, timeout=20).read().decode())")
+        out = self.compose("exec", "-T", "simulator", "python", "-c", code, path, method, json.dumps(body), timeout=60)
+        return json.loads(out.stdout)
+
     # ------------------------------------------------------------ HTTP
     @property
     def api_base(self) -> str:

@@ -238,13 +238,40 @@ def test_a_stream_cut_mid_way_ends_with_a_clean_error_event(stack: Stack) -> Non
         stack.sim.set_chute(chute, cut_after_tokens=3)
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     t0 = time.monotonic()
-    with httpx.stream("POST", stack.url + "/v1/messages", json={**MSG, "stream": True}, headers=headers, timeout=60) as r:
-        text = r.read().decode()
-    assert r.status_code == 200 and "event: error" in text and '"type":"error"' in text.replace(" ", ""), text[-500:]
-    with httpx.stream("POST", stack.url + "/v1/responses", json={**RESP, "stream": True}, headers=headers, timeout=60) as r:
-        text = r.read().decode()
-    assert r.status_code == 200 and "event: response.failed" in text, text[-500:]
-    assert time.monotonic() - t0 < 30
+    row = Row("messages + responses: every chute cuts its stream mid-way", "tests/integration/test_agent_apis.py::"
+              "test_a_stream_cut_mid_way_ends_with_a_clean_error_event",
+              note="Anthropic stream ends with event: error; Responses stream with response.failed; never a hang")
+    for _ in range(3):
+        t1 = time.monotonic()
+        with httpx.stream("POST", stack.url + "/v1/messages", json={**MSG, "stream": True}, headers=headers, timeout=60) as r:
+            text = r.read().decode()
+        assert r.status_code == 200 and "event: error" in text and '"type":"error"' in text.replace(" ", ""), text[-500:]
+        row.add([Result("failed_clear", 200, r.headers.get("x-litellm-model-id"), "event: error", time.monotonic() - t1)])
+        t1 = time.monotonic()
+        with httpx.stream("POST", stack.url + "/v1/responses", json={**RESP, "stream": True}, headers=headers, timeout=60) as r:
+            text = r.read().decode()
+        assert r.status_code == 200 and "event: response.failed" in text, text[-500:]
+        row.add([Result("failed_clear", 200, r.headers.get("x-litellm-model-id"), "response.failed", time.monotonic() - t1)])
+    row.save()
+    assert time.monotonic() - t0 < 60
     time.sleep(1.0)
     for info in (httpx.get(stack.url + "/info", headers=headers, timeout=30).json() for _ in range(4)):
         assert all(d["in_flight_this_worker"] == 0 for d in info["deployments"]), info["deployments"]
+
+
+def test_bad_input_on_both_routes_is_a_4xx_row(stack: Stack) -> None:
+    """Every malformed body of the two tests above, sent again, counted as one matrix row."""
+    bodies = [("/v1/messages", b) for b, _, _ in [
+        (b"{nope", 0, 0), (b"[]", 0, 0), (b'{"model": "claude-x", "messages": [{"role": "user", "content": "x"}]}', 0, 0),
+        (b'{"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "nope"}]}]}', 0, 0),
+        (b'{"model": "claude-x", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}', 0, 0)]]
+    bodies += [("/v1/responses", b) for b in (b"{nope", b'{"model": "chutes-models"}', b'{"model": "chutes-models", "input": 5}',
+                                               b'{"model": "chutes-models", "input": "x", "previous_response_id": "r"}',
+                                               b'{"model": "chutes-models", "input": "x", "tools": [1]}')]
+    row = Row("messages + responses: bad input", "tests/integration/test_agent_apis.py::test_bad_input_on_both_routes_is_a_4xx_row",
+              note="400/404 in each API's error shape, never a 5xx")
+    for path, raw in bodies:
+        r = httpx.post(stack.url + path, content=raw, timeout=30, headers={"x-api-key": MASTER_KEY, "content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (path, raw, r.status_code, r.text)
+        row.add([Result("failed_clear", r.status_code, None, r.text[:120])])
+    row.save()
