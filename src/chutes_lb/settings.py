@@ -150,7 +150,7 @@ def _log_level(raw: str) -> str:
     return _choice("debug", "info", "warning", "error")(raw).upper()
 
 
-ROUTING_STRATEGIES = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle", "passthrough")
+ROUTING_STRATEGIES = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle", "sticky", "passthrough")
 
 
 def _var(env: str, parse: Callable[[str], Any], default: str, doc: str) -> Any:
@@ -176,7 +176,7 @@ class Settings:
     litellm_host: str = _var("LITELLM_HOST", _str, "0.0.0.0", "Address the proxy binds")
     litellm_port: int = _var("LITELLM_PORT", _port, "4000", "Port the proxy listens on (natively); with Compose, the host port of the front door (the proxies listen on 4000 inside)")
     litellm_workers: int = _var("LITELLM_WORKERS", _pos_int, "2", "Worker processes per proxy replica")
-    routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), headroom-slots (headroom comparing absolute free slots, the earlier rule), least-utilization (the seed's rule), shuffle, weighted-shuffle, passthrough (leave it to LiteLLM)")
+    routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), headroom-slots (headroom comparing absolute free slots, the earlier rule), least-utilization (the seed's rule), shuffle, weighted-shuffle, sticky (a session always on its own chute: a benchmark baseline), passthrough (leave it to LiteLLM)")
     routing_slow_ratio: float = _var("ROUTING_SLOW_RATIO", _slow_ratio, "1.5", "headroom: a chute whose typical request takes more than this many times as long as on the fleet's median chute serves only as overflow; 0 = off")
     routing_affinity: bool = _var("ROUTING_AFFINITY", _bool, "true", "headroom: the turns of a conversation go to the chute that served it (its prefix cache) while that chute has room within ROUTING_AFFINITY_BOUND; false = every request picked alone")
     routing_affinity_bound: float = _var("ROUTING_AFFINITY_BOUND", _affinity_bound, "1.25", "A session keeps its chute while that chute's load stays within this many times its share of the fleet's load (consistent hashing with bounded loads)")

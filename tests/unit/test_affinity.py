@@ -167,3 +167,25 @@ def test_without_a_session_or_for_other_strategies_the_decision_is_unchanged() -
     assert plain == again
     d = decide(cs, "weighted-shuffle", random.Random(5), affinity=Affinity([0], 1.25, 0.0))
     assert d.reason == Reason.WEIGHTED_RANDOM and d.affinity is None
+
+
+def test_sticky_keeps_a_session_on_its_chute_whatever_its_load_and_moves_only_when_excluded() -> None:
+    """The pure-stickiness baseline: the session's own chute even when full or held; a retry
+    after it failed goes elsewhere; no session key: capacity-weighted random."""
+    live = LiveState(penalty_seconds=30.0)
+    live.on_snapshot(1, 0.0)
+    cs = fleet([4, 40, 40], live)
+    key = next(k for k in range(10_000) if rendezvous_order(cs, k)[0] == 0)
+    for _ in range(4):
+        live.on_start("c0", 0.0)
+    live.on_end(live.on_start("c0", 0.0), 0.0, "rate_limited")
+    session = Affinity(rendezvous_order(cs, key, 2), 1.25, 0.9)
+    d = decide(cs, "sticky", random.Random(1), now=0.1, snapshot_version=1, affinity=session)
+    assert (d.chute_id, d.reason, d.affinity) == ("c0", Reason.AFFINITY, "hit")
+    d = decide(cs, "sticky", random.Random(1), now=0.1, snapshot_version=1, excluded={"c0"}, affinity=session)
+    assert d.chute_id == cs.ids[session.order[1]] and d.affinity == "spill:dropped_excluded"
+    d = decide(cs, "sticky", random.Random(1), now=0.1, snapshot_version=1, excluded=set(cs.ids[i] for i in session.order),
+               affinity=session)
+    assert d.chute_id not in {cs.ids[i] for i in session.order} and d.affinity == "dropped_excluded"
+    picks = Counter(decide(cs, "sticky", random.Random(s)).chute_id for s in range(300))
+    assert picks["c0"] < picks["c1"] and picks["c0"] < picks["c2"]  # no key: weighted by capacity

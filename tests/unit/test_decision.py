@@ -34,7 +34,7 @@ def chi2(counts: Counter, ids: list[str], weights: list[float]) -> float:
 
 
 def test_strategy_names_and_reasons_are_fixed() -> None:
-    assert STRATEGIES == ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")
+    assert STRATEGIES == ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle", "sticky")
     assert {r.value for r in Reason} == {
         "p2c", "third_sample", "best_sampled", "scan_fallback", "proportional_fallback", "all_penalized",
         "slow_overflow", "no_snapshot_live", "only_candidate", "argmin", "random", "weighted_random", "affinity"}

@@ -71,7 +71,7 @@ def create_app() -> Any:
     fleet = read_fleet(settings.litellm_config_path)
     redactor = Redactor(settings.secrets())
     gateway = Gateway(lambda: proxy_server.llm_router, rt.core, fleet, RetryBudget(percent=settings.retry_budget_percent / 100.0),
-                      redactor, key_sources=settings.routing_affinity_keys if settings.routing_affinity else ())
+                      redactor, key_sources=settings.routing_affinity_keys if rt.core.uses_sessions else ())
     openai_routes = OpenAIRoutes(gateway, send_json, rt.core.metrics)
     routes: dict[str, ApiRoute] = {}
     for kind, paths in OPENAI_PATHS.items():

@@ -69,6 +69,8 @@ class RoutingCore:
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None, worker_id: str = "worker") -> None:
         self.config = config
         self.strategy = config.strategy
+        # sessions steer the pick: headroom with affinity on, or the sticky baseline
+        self.uses_sessions = config.strategy == "sticky" or (config.affinity and config.strategy == "headroom")
         self.params = config.params
         self.metrics = metrics
         self.clock = clock
@@ -131,7 +133,7 @@ class RoutingCore:
         snap = self.usable_snapshot(now)
         cands = self.candidates(snap, tuple(by_chute))
         session = None
-        if affinity_key is not None and self.config.affinity and self.strategy == "headroom":
+        if affinity_key is not None and self.uses_sessions:
             def est(i: int) -> Estimate:
                 return estimate(cands, i, now, float(self.replicas), self.params, self.live.snapshot_version)
 
@@ -144,7 +146,7 @@ class RoutingCore:
             return by_chute[chute]
         label = self.label(chute)
         self.metrics.decision(label, d.reason.value, self.strategy, api)
-        if self.config.affinity and self.strategy == "headroom":
+        if self.uses_sessions:
             outcome = (d.affinity or "no_key").split(":", 1)[0]
             self.metrics.affinity(api, outcome)
             self.affinity_counts[outcome] += 1

@@ -19,6 +19,10 @@
   rule; herds on a shared stale snapshot: kept only for comparison).
 - ``shuffle``: uniform random (LiteLLM simple-shuffle).
 - ``weighted-shuffle``: random in proportion to capacity (the fair baseline).
+- ``sticky``: a session always goes to its own chute (the first of its rendezvous order), whatever
+  that chute's load; another chute only on a retry after it failed. Requests without a session key
+  as ``weighted-shuffle``. Pure stickiness, as Chutes' own router does per client: kept only as
+  the session benchmarks' baseline (it piles sessions onto a hot chute).
 
 Excluded ids (chutes that already failed within this request) are never returned while another
 candidate is available; if every candidate is excluded the full list is used
@@ -36,10 +40,11 @@ from typing import Callable, Collection, NamedTuple, Protocol, Sequence
 from chutes_lb.routing.affinity import affinity_pick
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "Reason", "Decision", "Affinity", "decide", "headroom_pick", "weighted_index",
+__all__ = ["STRATEGIES", "SESSION_STRATEGIES", "DEFAULT_STRATEGY", "Reason", "Decision", "Affinity", "decide", "headroom_pick", "weighted_index",
            "uniform_index", "RandomLike"]
 
-STRATEGIES: tuple[str, ...] = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")
+STRATEGIES: tuple[str, ...] = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle", "sticky")
+SESSION_STRATEGIES: tuple[str, ...] = ("headroom", "sticky")  # the strategies that use a session's affinity
 DEFAULT_STRATEGY = "headroom"
 
 
@@ -190,8 +195,9 @@ def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: R
            affinity: Affinity | None = None) -> Decision:
     """Choose one candidate. ``replicas`` = worker processes routing to this fleet (R);
     ``snapshot_version`` = the version the live state adopted (429 holds belong to it);
-    ``affinity``: the request belongs to a session (``headroom`` only: its own chute first, while
-    it has room within the load bound; otherwise the usual pick, with why in ``Decision.affinity``).
+    ``affinity``: the request belongs to a session (``headroom``: its own chute first, while it has
+    room within the load bound, otherwise the usual pick, with why in ``Decision.affinity``;
+    ``sticky``: its own chute unless excluded).
     Raises ``ValueError`` only for an empty candidate list or an unknown strategy."""
     cs = candidates if isinstance(candidates, CandidateSet) else CandidateSet(candidates)
     n = cs.n
@@ -208,6 +214,11 @@ def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: R
             return Decision(cs.ids[pick.index], Reason.AFFINITY, pick.index, False, outcome)
         return decide(cs, strategy, rng, now=now, excluded=excluded, replicas=replicas, snapshot_version=snapshot_version,
                       params=params, headroom=headroom)._replace(affinity=pick.outcome)
+    if affinity is not None and strategy == "sticky":
+        for rank, i in enumerate(affinity.order):
+            if not excluded or cs.ids[i] not in excluded:
+                return Decision(cs.ids[i], Reason.AFFINITY, i, False, "hit" if rank == 0 else "spill:dropped_excluded")
+        return decide(cs, "weighted-shuffle", rng, now=now, excluded=excluded)._replace(affinity="dropped_excluded")
     ignored = False
     if excluded:
         avail = [i for i in range(n) if cs.ids[i] not in excluded] if n <= 8 or len(excluded) * 2 >= n else None
