@@ -310,3 +310,56 @@ def test_orphaned_workers_after_parent_kill_9_and_offline_real_mode(script_env: 
 
     warning = r.stderr[r.stderr.find("WARNING"):]
     assert "WARNING" in r.stderr and "no successful poll yet" in warning and "connect" in warning, r.stderr
+
+
+# ---------------------------------------------------------------- scripts/demo.sh without an engine
+FAKE_DOCKER = """#!/bin/sh
+# a stand-in docker: records its arguments; "info" fails when FAKE_DOCKER_DOWN is set
+echo "$*" >> "$FAKE_DOCKER_LOG"
+case "$1" in
+  info) [ -z "$FAKE_DOCKER_DOWN" ] || { echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock" >&2; exit 1; } ;;
+esac
+exit 0
+"""
+
+
+def fake_docker_env(tmp_path: Path, down: bool = False) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in SCRUB and not k.startswith(("GRAFANA_", "COMPOSE_"))}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", FAKE_DOCKER_LOG=str(tmp_path / "docker.log"), FAKE_DOCKER_DOWN="1" if down else "")
+    return env
+
+
+def test_demo_sh_without_docker_points_to_the_native_demo(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    r = run(["scripts/demo.sh", "--env-file", str(env_file)], fake_docker_env(tmp_path, down=True), timeout=60)
+    assert r.returncode == 1 and "the Docker engine does not answer" in r.stderr and "./scripts/run-proxy.sh --demo" in r.stderr
+    assert not env_file.exists()
+
+
+def test_demo_sh_env_file_is_created_never_overwritten(tmp_path: Path) -> None:
+    env = fake_docker_env(tmp_path)
+    env_file = tmp_path / ".env"
+    first = run(["scripts/demo.sh", "--env-file", str(env_file)], env, timeout=60)
+    assert first.returncode == 0, first.stdout + first.stderr
+    created = env_file.read_text()
+    assert env_file.stat().st_mode & 0o077 == 0 and "LITELLM_MASTER_KEY=sk-" in created and "GRAFANA_ADMIN_PASSWORD=" in created
+    calls = (tmp_path / "docker.log").read_text()
+    assert f"compose --env-file {env_file} -f compose.yaml -f compose.demo.yaml up -d --build --wait --wait-timeout" in calls
+    assert run(["scripts/demo.sh", "--env-file", str(env_file)], env, timeout=60).returncode == 0
+    assert env_file.read_text() == created
+
+    mine = tmp_path / "mine.env"
+    mine.write_text("LITELLM_MASTER_KEY=sk-my-own-key\nCHUTES_API_KEY=cpk_x")  # no final newline
+    r = run(["scripts/demo.sh", "--env-file", str(mine)], env, timeout=60)
+    assert r.returncode == 0 and "added a generated GRAFANA_ADMIN_PASSWORD" in r.stdout
+    assert mine.read_text().startswith("LITELLM_MASTER_KEY=sk-my-own-key\nCHUTES_API_KEY=cpk_x\nGRAFANA_ADMIN_PASSWORD=")
+
+    sample = tmp_path / "sample.env"
+    sample.write_text("LITELLM_MASTER_KEY=sk-1234\nGRAFANA_ADMIN_PASSWORD=x\n")
+    r = run(["scripts/demo.sh", "--env-file", str(sample)], env, timeout=60)
+    assert r.returncode == 1 and "sample value sk-1234" in r.stderr
+    assert sample.read_text() == "LITELLM_MASTER_KEY=sk-1234\nGRAFANA_ADMIN_PASSWORD=x\n"
