@@ -97,12 +97,14 @@ redis_pong() {  # redis_pong PORT: a Redis answers PING on 127.0.0.1:PORT
 # which outlives its leader. Only processes that are ours (by command line) count.
 marker() { [[ $1 == redis ]] && echo "redis-server" || echo "$PY"; }
 group_pids() {  # group_pids NAME: pids of the component's group that are still running
-  local pgid pid
+  local pgid pid cmd want
+  want=$(marker "$1")
   [[ -f "$RUN/$1.pid" ]] || return 0
   pgid=$(cat "$RUN/$1.pid")
   [[ $pgid =~ ^[0-9]+$ ]] || return 0
   for pid in $(pgrep -g "$pgid" 2>/dev/null || true); do
-    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$(marker "$1")"; then echo "$pid"; fi
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue  # gone, or a zombie (empty)
+    [[ $cmd != *"$want"* ]] || echo "$pid"
   done
 }
 container_running() {  # container_running: the Redis container this run started is up
@@ -144,10 +146,17 @@ except Exception:
 PYEOF
 }
 
+http_code() {  # http_code URL (http://HOST:PORT/PATH): the status code, 000 when nothing answers within 3 s
+  local rest=${1#http://} hostport
+  hostport=${rest%%/*}
+  timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && printf "GET /%s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&3 \
+    && read -r _ code _ <&3 && echo "$code"' _ "${hostport%:*}" "${hostport##*:}" "${rest#*/}" 2>/dev/null || echo 000
+}
+
 wait_url() {  # wait_url NAME URL SECONDS: until URL answers 200; fails early if NAME dies
   local name=$1 url=$2 secs=$3 start=$SECONDS next=5
   while (( SECONDS - start < secs )); do
-    [[ $(http_probe "$url") == 200* ]] && return 0
+    [[ $(http_code "$url") == 200 ]] && return 0
     if ! leader_alive "$name"; then
       echo "run-proxy: $name exited during start-up: $(error_line "$(logfile "$name")")" >&2
       die "$name's full log: $(logfile "$name")"
@@ -280,7 +289,7 @@ cmd_status() {
       echo "  $name: ORPHANED: its parent (pid $(cat "$RUN/$name.pid")) is gone but $(wc -w <<<"$pids") process(es) of its group still run (pids $(echo $pids)); scripts/run-proxy.sh stop ends them"
     fi
   done
-  if [[ $(http_probe "http://$probe:$port/readyz") == 200* ]]; then echo "  proxy answers: ready (port $port)"; else echo "  proxy answers: no (port $port)"; fi
+  if [[ $(http_code "http://$probe:$port/readyz") == 200 ]]; then echo "  proxy answers: ready (port $port)"; else echo "  proxy answers: no (port $port)"; fi
   if [[ -n ${REC_POLLER_PORT:-} ]]; then
     local health; health=$(http_probe "http://127.0.0.1:$REC_POLLER_PORT/healthz")
     case $health in
