@@ -302,7 +302,7 @@ cmd_status() {
 
 # ------------------------------------------------------------------ start
 run_checks() {  # run_checks COMPONENT...: each service's own --check; every failure is printed
-  local failed=0 comp out err rc line
+  local failed=0 comp out err rc line seen=""
   for comp in "$@"; do
     out="$RUN/check-$comp.out" err="$RUN/check-$comp.err"
     rc=0
@@ -317,10 +317,17 @@ run_checks() {  # run_checks COMPONENT...: each service's own --check; every fai
       continue
     fi
     # the service's own line "chutes-lb <component>: configuration error: ..." (not the log copy of it)
-    line=$(grep -a -E '^chutes-[a-z -]+: configuration error:' "$err" | tail -n1 || true)
+    # with the lines a multi-line message continues on (a YAML error's position), at most 4
+    line=$(awk '/^chutes-[a-z -]+: configuration error:/ {n = NR} {l[NR] = $0}
+                END {if (n) {print l[n]; for (i = n + 1; i <= NR && i <= n + 4 && l[i] !~ /^(chutes-|[0-9]{4}-)/; i++) print "    " l[i]}}' "$err")
     [[ -n $line ]] || line=$(error_line "$err")
     [[ -n $line ]] || line="$comp --check failed with status $rc (output: $err)"
-    echo "${line:0:500}" >&2
+    if [[ -n $seen && ${line#*configuration error: } == "$seen" ]]; then
+      echo "${line%%: configuration error: *}: the same configuration error" >&2   # one config, read by each service
+    else
+      echo "${line:0:800}" >&2
+      [[ $line != *"configuration error: "* ]] || seen=${line#*configuration error: }
+    fi
   done
   ((failed == 0)) || die "nothing was started: fix the configuration above, then start again"
   rm -f "$RUN"/check-*.out "$RUN"/check-*.err
