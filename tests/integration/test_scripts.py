@@ -54,6 +54,9 @@ def stop_all(env: dict[str, str]) -> None:
     if not run_dir.exists():
         return
     run([SCRIPT, "stop"], env, timeout=90)
+    container = run_dir / "redis.container"
+    if container.exists():  # the script's stop failed to remove it
+        subprocess.run(["docker", "rm", "-f", container.read_text().strip()], capture_output=True, timeout=60)
     for pid_file in run_dir.glob("*.pid"):
         try:
             os.killpg(int(pid_file.read_text()), signal.SIGKILL)
@@ -237,11 +240,40 @@ def served_models(sim_port: str) -> set[str]:
     return {m["id"] for m in json.loads(body)["data"]}
 
 
+def redis_container_possible() -> bool:
+    """A Docker engine answers and has the Redis image (no registry to pull from on CI)."""
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "image", "inspect", "redis:7.4-alpine"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def path_without(tmp_path: Path, program: str) -> str:
+    """PATH with every directory's programs but ``program`` (symlinks in one directory)."""
+    hidden = tmp_path / f"path-without-{program}"
+    hidden.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for entry in os.listdir(directory):
+            target = os.path.join(directory, entry)
+            if entry != program and not (hidden / entry).exists() and os.access(target, os.X_OK):
+                (hidden / entry).symlink_to(target)
+    return str(hidden)
+
+
 def test_two_demos_side_by_side_and_restart_keeps_key_and_config(tmp_path: Path) -> None:
     """--free-ports moves the simulator, the poller and Redis, so a second demo runs beside the
-    first with the same environment; restart reuses the recorded config, ports and demo key."""
+    first with the same environment; restart reuses the recorded config, ports and demo key.
+    Where Docker has the Redis image, the second demo finds no redis-server on its PATH and runs
+    Redis in a container, which stop removes."""
     env_a = {**make_env(tmp_path, "a"), "LITELLM_WORKERS": "1"}
     env_b = {**env_a, "CHUTES_LB_RUN_DIR": str(tmp_path / "b"), "CHUTES_LB_PROXY_LOG": str(tmp_path / "b-proxy.log")}
+    container = redis_container_possible()
+    if container:
+        env_b["PATH"] = path_without(tmp_path, "redis-server")
     port_a, port_b = free_port(), free_port()
     config = custom_config(tmp_path / "cfg")
     try:
@@ -253,6 +285,8 @@ def test_two_demos_side_by_side_and_restart_keeps_key_and_config(tmp_path: Path)
         assert {rec_a["REC_SIM_PORT"], rec_a["REC_POLLER_PORT"], rec_a["REC_REDIS_PORT"]}.isdisjoint(
             {rec_b["REC_SIM_PORT"], rec_b["REC_POLLER_PORT"], rec_b["REC_REDIS_PORT"]})
         assert env_a["SIM_PORT"] not in (rec_a["REC_SIM_PORT"], rec_b["REC_SIM_PORT"])
+        assert rec_b["REC_REDIS_KIND"] == ("container" if container else "local")
+        redis_container = (tmp_path / "b" / "redis.container").read_text().strip() if container else ""
         key_a, key_b = demo_key(env_a), demo_key(env_b)
         assert chat(port_a, key_a) == 200 and chat(port_b, key_b) == 200
         # the simulator serves the configured chutes: A's config, including a chute no fleet file names
@@ -272,6 +306,9 @@ def test_two_demos_side_by_side_and_restart_keeps_key_and_config(tmp_path: Path)
         stop_all(env_b)
     for port in (port_a, port_b):
         assert not port_open(port)
+    if container:
+        names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, timeout=30).stdout.split()
+        assert redis_container not in names, "stop left the Redis container"
 
 
 # ---------------------------------------------------------------- real mode offline; bug 7: orphans
