@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
 
@@ -156,6 +156,23 @@ def _build(env: dict[str, str]) -> str | None:
     return None
 
 
+# a build can only fail for want of a base image (no registry here, no container kit): anything
+# else is a broken Dockerfile or build context, and must fail the tests rather than skip them
+_NO_BASE_IMAGE = ("failed to resolve source metadata", "pull access denied", "manifest unknown", "failed to do request",
+                  "no such host", "i/o timeout", "repository does not exist")
+
+
+def build_or_skip(env: Mapping[str, str], what: str = "e2e") -> None:
+    """Build the images; skip when a base image cannot be had, fail on any other build error."""
+    failure = _build(dict(env))
+    if not failure:
+        return
+    if any(marker in failure.lower() for marker in _NO_BASE_IMAGE) and os.environ.get("CI", "").lower() != "true":
+        say(f"SKIP {what}: {failure}")
+        pytest.skip(failure)
+    pytest.fail(f"{what}: the images do not build (a broken Dockerfile or build context, not a missing base image):\n{failure}")
+
+
 def open_stack() -> Iterator[Stack]:
     reason = docker_unavailable_reason()
     if reason:
@@ -179,10 +196,7 @@ def open_stack() -> Iterator[Stack]:
         UTILIZATION_REFRESH_SECONDS="5",
         POLL_INTERVAL_SECONDS="5",
     )
-    failure = _build(env)
-    if failure:
-        say(f"SKIP e2e: {failure}")
-        pytest.skip(failure)
+    build_or_skip(env)
     st = Stack(project, env, api_port, prom_port, master_key)
     try:
         say(f"up -d --wait {' '.join(SERVICES)} (project {project}, api :{api_port}, prometheus :{prom_port})")

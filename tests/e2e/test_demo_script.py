@@ -19,7 +19,7 @@ import pytest
 
 from chutes_lb.localstack import free_port
 from tests.e2e import compose_stack
-from tests.e2e.compose_stack import ROOT, _build, docker_unavailable_reason, say
+from tests.e2e.compose_stack import ROOT, build_or_skip, docker_unavailable_reason, say
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 FILES = ["-f", "compose.yaml", "-f", "compose.demo.yaml"]
@@ -73,12 +73,9 @@ def demo_env(tmp_path: Path, pytestconfig: pytest.Config) -> Iterator[dict[str, 
                LITELLM_PORT=str(free_port()), GRAFANA_PORT=str(free_port()),
                LITELLM_WORKERS="1")  # 2 replicas x 1 worker: fits a 2-core machine
     # the images, as the session stack builds them (cached when it ran; skip when they cannot be
-    # built). The keys here only satisfy interpolation: demo.sh's run gets them from its env file.
-    failure = _build({**env, "PROMETHEUS_TEST_PORT": str(free_port()), "LITELLM_MASTER_KEY": "sk-build-only",
-                      "GRAFANA_ADMIN_PASSWORD": "build-only"})
-    if failure:
-        say(f"SKIP demo.sh e2e: {failure}")
-        pytest.skip(failure)
+    # built, fail on a broken build). The keys here only satisfy interpolation: demo.sh's run gets them from its env file.
+    build_or_skip({**env, "PROMETHEUS_TEST_PORT": str(free_port()), "LITELLM_MASTER_KEY": "sk-build-only",
+                   "GRAFANA_ADMIN_PASSWORD": "build-only"}, "demo.sh e2e")
     env_file = tmp_path / "demo.env"
     env["DEMO_TEST_ENV_FILE"] = str(env_file)
     try:

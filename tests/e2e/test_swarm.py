@@ -29,7 +29,7 @@ import yaml
 
 from chutes_lb.localstack import free_port
 from tests.e2e import compose_stack
-from tests.e2e.compose_stack import ROOT, _build, _run, docker_unavailable_reason, say, wait_for
+from tests.e2e.compose_stack import ROOT, _run, build_or_skip, docker_unavailable_reason, say, wait_for
 from tests.e2e.test_rolling_restart import Load
 from tests.integration.reliability_matrix import Row
 
@@ -197,9 +197,7 @@ def swarm(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory)
         UTILIZATION_REFRESH_SECONDS="5",
         POLL_INTERVAL_SECONDS="5",
     )
-    failure = _build(env)  # docker compose build: the images Compose and Swarm share, under our tag
-    if failure:
-        pytest.skip(failure)
+    build_or_skip(env, "swarm e2e")  # docker compose build: the images Compose and Swarm share, under our tag
     stack = "chutes-lb-e2e-" + secrets.token_hex(3)
     gwbridge_before = _run(["docker", "network", "inspect", "docker_gwbridge"], timeout=30, env=env).returncode == 0
     sw = Swarm(stack, tag, env, api_port, master_key, created_gwbridge=not gwbridge_before)
