@@ -255,9 +255,9 @@ DEPLOYMENT_VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PROXY_REPLICAS", "2", "Proxy replicas behind the front load balancer (Compose)"),
     ("PROMETHEUS_RETENTION", "15d", "Prometheus TSDB retention (Compose)"),
     ("CHUTES_LB_TAG", "dev", "Tag of the three images Compose builds"),
-    ("CHUTES_LB_RUN_DIR", "/tmp/chutes-lb", "scripts/run-proxy.sh: pid files, logs and the generated demo key"),
+    ("CHUTES_LB_RUN_DIR", "/tmp/chutes-lb", "scripts/run-proxy.sh: pid files, logs, the recorded run (run.env), the generated demo key (demo.env), the proxy's metrics dir"),
     ("CHUTES_LB_PROXY_LOG", "/tmp/litellm-proxy.log", "scripts/run-proxy.sh: the proxy's log file"),
-    ("CHUTES_LB_REDIS_PORT", "6389", "scripts/run-proxy.sh: port of the local redis-server it starts when REDIS_URL is unset"),
+    ("CHUTES_LB_REDIS_PORT", "6389", "scripts/run-proxy.sh: port of the local redis-server, or redis:7.4-alpine container, it starts when REDIS_URL is unset"),
 )
 _SECRET_NAMES = ("CHUTES_API_KEY", "LITELLM_MASTER_KEY", "SIM_ADMIN_TOKEN", "GRAFANA_ADMIN_PASSWORD")
 
