@@ -71,6 +71,15 @@ def _resample(groups: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([g[rng.integers(0, len(g), len(g))] if len(g) else g for g in groups])
 
 
+def _bounds(reps: np.ndarray, conf: float) -> tuple[float, float]:
+    """Percentile interval; outward rounding (lower/higher) so infinite replicates (x / 0) stay inf."""
+    reps = reps[~np.isnan(reps)]
+    if not len(reps):
+        return float("nan"), float("nan")
+    q = 50 * (1 - conf)
+    return float(np.percentile(reps, q, method="lower")), float(np.percentile(reps, 100 - q, method="higher"))
+
+
 def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], stat: Stat,
                     rng: np.random.Generator, n_boot: int = 1000, conf: float = 0.95) -> Interval:
     """Interval of ``stat(A) / stat(B)``; ``a`` and ``b`` hold one array per seed (or one array).
@@ -82,8 +91,8 @@ def bootstrap_ratio(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], 
         raise ValueError(f"a has {len(ga)} seeds, b has {len(gb)}")
     point = ratio(stat(np.concatenate(ga)), stat(np.concatenate(gb)))
     reps = np.array([ratio(stat(_resample(ga, rng)), stat(_resample(gb, rng))) for _ in range(n_boot)])
-    lo, hi = np.nanpercentile(reps, [50 * (1 - conf), 100 - 50 * (1 - conf)])
-    return Interval(point, float(lo), float(hi), conf)
+    lo, hi = _bounds(reps, conf)
+    return Interval(point, lo, hi, conf)
 
 
 def bootstrap_stat(a: Sequence[Sequence[float]], stat: Stat, rng: np.random.Generator, n_boot: int = 1000,
@@ -92,8 +101,8 @@ def bootstrap_stat(a: Sequence[Sequence[float]], stat: Stat, rng: np.random.Gene
     ga = _groups(a)
     point = stat(np.concatenate(ga))
     reps = np.array([stat(_resample(ga, rng)) for _ in range(n_boot)])
-    lo, hi = np.nanpercentile(reps, [50 * (1 - conf), 100 - 50 * (1 - conf)])
-    return Interval(float(point), float(lo), float(hi), conf)
+    lo, hi = _bounds(reps, conf)
+    return Interval(float(point), lo, hi, conf)
 
 
 def spread(values: Sequence[float]) -> tuple[float, float, float]:

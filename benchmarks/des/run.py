@@ -180,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--alpha", type=float, default=0.0, help="occupancy slowdown: service x (1 + alpha x busy/c)")
     ap.add_argument("--seeds", type=int, default=1, help="N > 1: every strategy on seeds 7..7+N-1 (same schedules)")
     g = ap.add_argument_group("sessions scenario")
-    g.add_argument("--load", default="0.6,0.85", help="comma list of offered loads")
+    ap.add_argument("--load", default=None, help="offered load (request scenarios: one value, replaces the "
+                    "scenario's; sessions: a comma list, default 0.6,0.85). With --alpha the busy share is higher: "
+                    "utilization u solves u = load x (1 + alpha x u), e.g. load 0.6 and alpha 0.5 give u ~0.86")
     g.add_argument("--sessions", type=int, default=20_000, help="measured sessions per run (+20%% warm-up)")
     g.add_argument("--profile", default="minimax-m25", choices=["minimax-m25", "deepseek-v32"])
     g.add_argument("--fleet", default="a", choices=["a", "b", "smoke"], help="chutes and replicas of that scenario")
     g.add_argument("--session-mode", default="reject", choices=["reject", "queue"])
     g.add_argument("--no-hotspot", action="store_true", help="skip the hot-spot run")
+    g.add_argument("--cache-per-slot", type=float, default=62_500.0, help="prefix cache tokens per slot")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     lines = ["# DES report: routing strategies on a stale shared snapshot", ""]
@@ -200,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             ok &= c.ok
         lines.append("")
     if a.scenario == "sessions" and not a.smoke:
+        a.load = a.load or "0.6,0.85"
         from benchmarks.des.session_run import session_main
 
         caps, R = scenario_caps(a.fleet)
@@ -228,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = a.modes.split(",")
     if a.alpha:
         extra["alpha"] = a.alpha
+    if a.load:
+        extra["load"] = float(a.load)
     by_seed: dict[tuple[str, str], list[SimResult]] = {}
     if a.seeds > 1:
         for seed in range(7, 7 + a.seeds):

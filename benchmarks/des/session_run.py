@@ -115,11 +115,17 @@ def targets(runs: Runs, load: float, n_boot: int = 400, seed: int = 1) -> list[s
     def fmt(iv: Interval, ok: bool) -> str:
         return f"{iv} {'PASS' if ok else 'MISS'}"
 
+    def rejects(rs: list[SessionResult]) -> str:
+        x, y = (sum(r.rejected for r in g) / max(1, sum(r.attempts for r in g)) for g in (rs, base))
+        if x < 1e-3 and y < 1e-3:  # a handful of 429s in ~10^5 attempts: a ratio would be noise
+            return f"{x:.5f} vs {y:.5f} PASS"
+        iv = bootstrap_ratio([_rejects(r) for r in rs], [_rejects(r) for r in base], mean, rng, n_boot)
+        return fmt(iv, iv.within(1.1))
+
     rows = [("follow-up TTFT p50 <= 0.5x", lambda rs: fmt(iv := ratio(rs, "ttft_follow", percentile(50)), iv.within(0.5))),
             ("follow-up TTFT p99 <= 0.8x", lambda rs: fmt(iv := ratio(rs, "ttft_follow", percentile(99)), iv.within(0.8))),
             ("prompt tokens computed <= 0.6x", lambda rs: fmt(iv := ratio(rs, "computed_turns", mean), iv.within(0.6))),
-            ("429 rate <= 1.1x", lambda rs: fmt(iv := bootstrap_ratio([_rejects(r) for r in rs], [_rejects(r) for r in base],
-                                                                     mean, rng, n_boot), iv.within(1.1))),
+            ("429 rate <= 1.1x (both under 0.1%: shown as rates)", lambda rs: rejects(rs)),
             ("max/mean load <= 1.25 (max over seeds)",
              lambda rs: f"{max(r.max_over_mean_load for r in rs):.3f} {'PASS' if max(r.max_over_mean_load for r in rs) <= 1.25 else 'MISS'}")]
     if abs(load - 0.6) < 1e-9:
@@ -148,7 +154,8 @@ def session_main(a: argparse.Namespace, caps: list[int], replicas: int, log) -> 
     loads = [float(x) for x in a.load.split(",")]
     seeds = [7 + i for i in range(a.seeds)]
     labels = a.strategies.split(",") if a.strategies else STRATEGIES
-    sc = SessionConfig(profile=a.profile, n_sessions=a.sessions, warmup_sessions=max(1, a.sessions // 5))
+    sc = SessionConfig(profile=a.profile, n_sessions=a.sessions, warmup_sessions=max(1, a.sessions // 5),
+                       cache_tokens_per_slot=a.cache_per_slot)
     p = profile(a.profile)
     t0 = time.perf_counter()
     lines = ["## Scenario sessions", "",
