@@ -3,6 +3,8 @@
     python -m benchmarks.des --smoke                 # seconds: loose validation + tiny scenario
     python -m benchmarks.des --scenario a --out benchmarks/out/des
     python -m benchmarks.des --scenario b --requests 1000000 --out benchmarks/out/des-b
+    python -m benchmarks.des --scenario a --alpha 0.5 --seeds 3 --skip-validation   # issue 14
+    python -m benchmarks.des --scenario sessions --load 0.6,0.85 --out benchmarks/out/des-sessions  # issue 13
 
 Exit status 1 when the validation misses its tolerance (targets are reported, not enforced).
 """
@@ -21,6 +23,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.des.plots import plots
 from benchmarks.des.sim import SimConfig, SimResult, run
 from benchmarks.des.theory import erlang_b, mm1_sojourn, supermarket_sojourn
 
@@ -94,7 +97,7 @@ def scenario_caps(name: str) -> tuple[list[int], int]:
 
 
 def run_scenario(name: str, n_req: int, strategies: list[str], modes: list[str], service: str,
-                 extra: dict | None = None) -> dict[tuple[str, str], SimResult]:
+                 extra: dict | None = None, seed: int = 7) -> dict[tuple[str, str], SimResult]:
     caps, R = scenario_caps(name)
     extra = {"load": 0.9, **(extra or {})}
     out: dict[tuple[str, str], SimResult] = {}
@@ -103,7 +106,7 @@ def run_scenario(name: str, n_req: int, strategies: list[str], modes: list[str],
             label = f"{name}/{mode}/{s}"
             log(f"scenario {label}: {n_req} requests, R={R}, {len(caps)} chutes, {sum(caps)} slots")
             cfg = SimConfig(caps=caps, strategy=s, mode=mode, replicas=R, n_requests=n_req,
-                            service=service, seed=7, progress=_progress(label) if n_req >= 200_000 else None,
+                            service=service, seed=seed, progress=_progress(label) if n_req >= 200_000 else None,
                             **extra)
             res = run(cfg)
             log(f"  done in {res.wall:.1f}s: p99={res.pct(99):.2f} 429={res.reject_rate:.4f} failed={res.failed}")
@@ -163,71 +166,34 @@ def targets(results: dict[tuple[str, str], SimResult]) -> list[tuple[str, float,
     return out
 
 
-def plots(results: dict[tuple[str, str], SimResult], out: Path, tag: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    for mode in ("queue", "reject"):
-        rs = {s: r for (m, s), r in results.items() if m == mode and len(r.latencies)}
-        if not rs:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for s, r in rs.items():
-            x = np.sort(r.latencies)
-            y = np.arange(1, len(x) + 1) / len(x)
-            idx = np.unique(np.geomspace(1, len(x), 2000).astype(int) - 1)
-            ax.plot(x[idx], y[idx], label=s)
-        ax.set_xscale("log")
-        ax.set_xlabel("sojourn time (mean service times)")
-        ax.set_ylabel("CDF")
-        ax.set_title(f"scenario {tag}, {mode} mode: latency CDF")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        f = f"latency-cdf-{tag}-{mode}.png"
-        fig.savefig(out / f, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        files.append(f)
-    for s in ("headroom", "least-utilization"):
-        r = results.get(("reject", s)) or results.get(("queue", s))
-        if r is None or not len(r.share_timeline):
-            continue
-        fig, ax = plt.subplots(figsize=(8, 5))
-        tl = r.share_timeline / r.cap_share[None, :]
-        n = tl.shape[1]
-        show = range(n) if n <= 10 else np.argsort(r.cap_share)[:: max(1, n // 8)]
-        for i in show:
-            ax.plot(tl[:, i], label=f"chute {i} (cap share {r.cap_share[i]:.3f})")
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xlabel("time bin")
-        ax.set_ylabel("load share / capacity share")
-        ax.set_title(f"scenario {tag}, {r.mode} mode, {s}: load share per chute over time")
-        ax.legend(fontsize=6)
-        f = f"load-share-{tag}-{s}.png"
-        fig.savefig(out / f, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        files.append(f)
-    return files
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.des", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="seconds: small n, loose validation tolerance")
-    ap.add_argument("--scenario", default="a", choices=["a", "b", "step", "degrade"])
+    ap.add_argument("--scenario", default="a", choices=["a", "b", "step", "degrade", "sessions"])
     ap.add_argument("--requests", type=int, default=None)
     ap.add_argument("--service", default="exp", choices=["exp", "lognormal"])
     ap.add_argument("--modes", default="queue,reject")
     ap.add_argument("--strategies", default=None, help="comma list; default: core (+ ablations for a)")
     ap.add_argument("--skip-validation", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="directory for report.md and PNG plots")
+    ap.add_argument("--alpha", type=float, default=0.0, help="occupancy slowdown: service x (1 + alpha x busy/c)")
+    ap.add_argument("--seeds", type=int, default=1, help="N > 1: every strategy on seeds 7..7+N-1 (same schedules)")
+    g = ap.add_argument_group("sessions scenario")
+    ap.add_argument("--load", default=None, help="offered load (request scenarios: one value, replaces the "
+                    "scenario's; sessions: a comma list, default 0.6,0.85). With --alpha the busy share is higher: "
+                    "utilization u solves u = load x (1 + alpha x u), e.g. load 0.6 and alpha 0.5 give u ~0.86")
+    g.add_argument("--sessions", type=int, default=20_000, help="measured sessions per run (+20%% warm-up)")
+    g.add_argument("--profile", default="minimax-m25", choices=["minimax-m25", "deepseek-v32"])
+    g.add_argument("--fleet", default="a", choices=["a", "b", "smoke"], help="chutes and replicas of that scenario")
+    g.add_argument("--session-mode", default="reject", choices=["reject", "queue"])
+    g.add_argument("--no-hotspot", action="store_true", help="skip the hot-spot run")
+    g.add_argument("--cache-per-slot", type=float, default=62_500.0, help="prefix cache tokens per slot")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     lines = ["# DES report: routing strategies on a stale shared snapshot", ""]
     ok = True
-    if not a.skip_validation:
+    if not a.skip_validation and a.scenario != "sessions":  # the validation checks the request model
         checks = validate(a.smoke)
         lines += ["## Validation (theory vs simulation)", "", "| check | theory | simulated | rel. error | tol | |",
                   "|---|---|---|---|---|---|"]
@@ -236,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
                          f"{'OK' if c.ok else 'FAIL'} |")
             ok &= c.ok
         lines.append("")
+    if a.scenario == "sessions" and not a.smoke:
+        a.load = a.load or "0.6,0.85"
+        from benchmarks.des.session_run import session_main
+
+        caps, R = scenario_caps(a.fleet)
+        lines += session_main(a, caps, R, log)
+        return _write(a, lines, ok, t0)
     if a.smoke:
         name, n_req, strategies = "smoke", a.requests or 20_000, ["headroom", "weighted-shuffle", "oracle-jsq"]
         extra: dict = {"refresh": 20.0, "lag": 3.0, "window": 5.0}
@@ -257,14 +230,28 @@ def main(argv: list[str] | None = None) -> int:
     if a.strategies:
         strategies = a.strategies.split(",")
     modes = a.modes.split(",")
-    results = run_scenario(name, n_req, strategies, modes, a.service, extra)
+    if a.alpha:
+        extra["alpha"] = a.alpha
+    if a.load:
+        extra["load"] = float(a.load)
+    by_seed: dict[tuple[str, str], list[SimResult]] = {}
+    if a.seeds > 1:
+        for seed in range(7, 7 + a.seeds):
+            for k, r in run_scenario(name, n_req, strategies, modes, a.service, {**extra, "common_streams": True},
+                                     seed=seed).items():
+                by_seed.setdefault(k, []).append(r)
+        results = {k: v[0] for k, v in by_seed.items()}
+    else:
+        results = run_scenario(name, n_req, strategies, modes, a.service, extra)
     caps, R = scenario_caps(name)
     lines += [f"## Scenario {a.scenario if not a.smoke else 'smoke'}", "",
               f"{len(caps)} chutes, slots {caps if len(caps) <= 10 else f'{sum(caps)} total'}, R={R} replicas, "
               f"load {extra.get('load', 0.9)}, {n_req} requests per run, {a.service} service; snapshot every 60 (lag 10, window 15) "
               "unless smoke; shared in-flight every 0.1 (visible 0.1 later); 429 round trip 0.05; "
               "3 attempts. Time unit = mean service time. p99 targets use queue mode; 429 and failure "
-              "targets use reject mode.", ""]
+              f"targets use reject mode. Occupancy alpha {a.alpha}"
+              + (f"; {a.seeds} seeds ({', '.join(map(str, range(7, 7 + a.seeds)))}, common random streams: the main "
+                 "table shows seed 7)" if a.seeds > 1 else "") + ".", ""]
     lines += table(results) + [""]
     if len(caps) <= 10:
         lines += ["### Load share per chute / capacity share (1.00 = fair)", "",
@@ -283,11 +270,21 @@ def main(argv: list[str] | None = None) -> int:
         if s.startswith("headroom") and r.reasons:
             lines.append(f"- {mode}/{s}: " + ", ".join(f"{k}={v}" for k, v in sorted(r.reasons.items())))
     lines.append("")
+    if by_seed:
+        from benchmarks.des.seeds import seed_spread, seed_targets
+
+        lines += ["### Per-seed spread: median [min, max]", ""] + seed_spread(by_seed) + [""]
+        lines += ["### Targets with intervals pooled over seeds", ""] + seed_targets(by_seed) + [""]
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        tag = "smoke" if a.smoke else a.scenario
-        for f in plots(results, a.out, tag):
+        for f in plots(results, a.out, "smoke" if a.smoke else a.scenario):
             lines.append(f"![{f}]({f})")
+    return _write(a, lines, ok, t0)
+
+
+def _write(a: argparse.Namespace, lines: list[str], ok: bool, t0: float) -> int:
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "report.md").write_text("\n".join(lines) + "\n")
         log(f"wrote {a.out / 'report.md'}")
     lines.append(f"\n(total wall time {time.perf_counter() - t0:.0f} s)")

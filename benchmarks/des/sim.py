@@ -17,25 +17,28 @@ It runs the production routing code: :func:`chutes_lb.routing.decision.decide`,
 - Shared in-flight counts: every ``share_interval`` each replica's ``export_counts()`` is
   published; ``share_delay`` later every replica folds the others' in with ``exchange`` (as the
   proxy's in-flight loop does, including R = 1 + the replicas seen).
-- Extra strategies here (not in decide): ``least-busy`` (per-process min of own in-flight, ties to
-  the first, LiteLLM's least-busy), ``oracle-jsq`` (max true free slots, instant), ``oracle-p2c``
-  (two capacity-weighted samples, true free slots). ``headroom:<variant>`` runs the ablations of
-  :mod:`benchmarks.des.variants`.
+- Occupancy (``alpha``, issue 14): service time x (1 + alpha x busy/c_i) at the start of service,
+  busy counting the request itself, as the simulator's load factor. ``alpha = 0``: as before.
+- ``common_streams``: arrivals, replica choice and service demands on streams of their own, so
+  every strategy sees the same schedule for a seed (``--seeds``); off = one stream, as before.
+- Extra strategies (not in decide): :mod:`benchmarks.des.baselines`. ``headroom:<variant>`` runs
+  the ablations of :mod:`benchmarks.des.variants`. Sessions with a prefix cache and affinity:
+  :class:`benchmarks.des.session_sim.SessionSimulation`, a subclass using the hooks below.
 
-:class:`Simulation` is the event loop: one handler method per event kind.
+:class:`Simulation` is the event loop: one handler method per event kind. Hooks a subclass may
+override: ``start_arrivals``, ``choose``, ``begin`` (service starts), ``report_success``,
+``served`` (answer received), ``gave_up`` (last attempt failed).
 """
 from __future__ import annotations
 
 import heapq
-import math
 import random
 import time
-from bisect import bisect_right
-from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
+from benchmarks.des.baselines import baseline_pick
+from benchmarks.des.config import SimConfig, SimResult
 from benchmarks.des.variants import variant
 from chutes_lb.routing.decision import decide
 from chutes_lb.routing.estimate import Candidate, CandidateSet, HeadroomParams
@@ -44,66 +47,7 @@ from chutes_lb.routing.live import LiveState, RemoteCounts, exchange
 ARRIVAL, DEPART, RETRY, MEASURE_START, MEASURE_END, ADOPT, PUBLISH, VISIBLE, CHANGE = range(9)
 DECIDE_STRATEGIES = ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
 
-
-@dataclass
-class SimConfig:
-    caps: list[int]
-    strategy: str = "headroom"
-    mode: str = "queue"  # "queue" | "reject"
-    load: float = 0.9
-    replicas: int = 4
-    n_requests: int = 100_000
-    service: str = "exp"  # "exp" | "lognormal"
-    refresh: float = 60.0
-    lag: float = 10.0
-    window: float = 15.0
-    share_interval: float = 0.1
-    share_delay: float = 0.1
-    max_attempts: int = 3
-    rtt: float = 0.05
-    penalty_seconds: float = 6.0  # LiveState 429 hold cap, in service-time units
-    remote_max_age: float = 0.5
-    error_prob: dict[int, float] = field(default_factory=dict)  # chute index -> P(error) (reject mode)
-    changes: list[tuple[float, str, int, float]] = field(default_factory=list)  # (t, "speed"|"load"|"errors", idx, x)
-    warmup_frac: float = 0.1
-    seed: int = 1
-    share_bins: int = 40
-    progress: Callable[[float], None] | None = None
-    instant_snapshot: bool = False  # snapshot = true state at every decision (validation only)
-
-
-@dataclass
-class SimResult:
-    strategy: str
-    mode: str
-    n: int
-    latencies: np.ndarray
-    attempts: int
-    rejected: int
-    failed: int
-    starts: np.ndarray
-    cap_share: np.ndarray
-    share_timeline: np.ndarray  # bins x chutes: fraction of starts
-    reasons: dict[str, int]
-    sim_time: float
-    wall: float
-    anomalies: dict[str, int]
-
-    @property
-    def reject_rate(self) -> float:
-        return self.rejected / self.attempts if self.attempts else 0.0
-
-    def pct(self, q: float) -> float:
-        return float(np.percentile(self.latencies, q)) if len(self.latencies) else math.nan
-
-    @property
-    def mean(self) -> float:
-        return float(self.latencies.mean()) if len(self.latencies) else math.nan
-
-    @property
-    def load_share(self) -> np.ndarray:
-        s = self.starts.sum()
-        return self.starts / s if s else self.starts
+__all__ = ["Simulation", "SimConfig", "SimResult", "run", "DECIDE_STRATEGIES"]
 
 
 class Simulation:
@@ -122,6 +66,11 @@ class Simulation:
         self.is_decide = self.base in DECIDE_STRATEGIES
         self.sharing = self.base == "headroom" and self.variant.remote
         self.rng = random.Random(cfg.seed)
+        # common_streams: arrivals + replica choice and service demands on streams of their own
+        self.arng = random.Random(cfg.seed * 7919 + 1) if cfg.common_streams else self.rng
+        self.srng = random.Random(cfg.seed * 7919 + 2) if cfg.common_streams else None
+        self.work_of: dict[int, float] = {}
+        self.alpha = cfg.alpha
         self.drng = [random.Random(cfg.seed * 1000 + r) for r in range(R)]
         self.lives = [LiveState(penalty_seconds=cfg.penalty_seconds, error_half_life=3.0, fleet_every=0.1) for _ in range(R)]
         self.recs = [[lv.chute(cid) for cid in self.ids] for lv in self.lives]
@@ -160,6 +109,7 @@ class Simulation:
         self.bin_width: float | None = None
         self.cur_bin = np.zeros(n, dtype=np.int64)
         self.bin_end = 0.0
+        self.n_total: float = cfg.n_requests  # the loop ends when this many requests are done
         self.step_pct = max(1, cfg.n_requests // 10)
         self.now = 0.0
         self.exclude_sets: dict[int, set] = {}
@@ -174,10 +124,11 @@ class Simulation:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, kind, a, b))
 
-    def service_time(self) -> float:
+    def service_time(self, rng: random.Random | None = None) -> float:
+        rng = rng or self.rng
         if self.cfg.service == "lognormal":
-            return self.rng.lognormvariate(-1.5 * 1.5 / 2.0, 1.5)
-        return self.rng.expovariate(1.0)
+            return rng.lognormvariate(-1.5 * 1.5 / 2.0, 1.5)
+        return rng.expovariate(1.0)
 
     def touch(self, c: int, t: float) -> None:
         self.area[c] += self.nsys[c] * (t - self.last_t[c])
@@ -193,13 +144,13 @@ class Simulation:
         self.exclude_sets.pop(req, None)
         self.done += 1
         if self.cfg.progress and self.done % self.step_pct == 0:
-            self.cfg.progress(self.done / self.cfg.n_requests)
+            self.cfg.progress(self.done / self.n_total)
 
     # ------------------------------------------------------------ routing
     def choose(self, req: int, r: int, t: float) -> int:
         exc = self.exclude_sets.get(req)
-        n, ids = self.n, self.ids
         if self.is_decide:
+            n, ids = self.n, self.ids
             cs = self.cands[r]
             if self.cfg.instant_snapshot:
                 cs = CandidateSet([Candidate(ids[i], self.caps[i], self.nsys[i] / self.caps[i]) for i in range(n)])
@@ -207,26 +158,7 @@ class Simulation:
                        snapshot_version=self.version, params=self.params, headroom=self.procedure)
             self.reasons[d.reason.value] = self.reasons.get(d.reason.value, 0) + 1
             return d.index
-        avail = range(n) if not exc else [i for i in range(n) if ids[i] not in exc] or range(n)
-        free = [self.caps[i] - self.nsys[i] for i in range(n)]
-        if self.base == "least-busy":
-            return min(avail, key=self.own_in[r].__getitem__)
-        if self.base == "oracle-jsq":
-            return max(avail, key=free.__getitem__)
-        if self.base == "oracle-p2c":
-            g, pick = self.drng[r], []
-            for _ in range(16):
-                i = bisect_right(self.cum, g.random() * self.total_cap)
-                i = i if i < n else n - 1
-                if not exc or ids[i] not in exc:
-                    pick.append(i)
-                    if len(pick) == 2:
-                        break
-            if len(pick) < 2:
-                return max(avail, key=free.__getitem__)
-            a, b = pick
-            return a if free[a] >= free[b] else b
-        raise ValueError(f"unknown strategy {self.cfg.strategy}")
+        return baseline_pick(self, r, exc)
 
     def attempt(self, req: int, r: int, t: float) -> None:
         c = self.choose(req, r, t)
@@ -246,21 +178,33 @@ class Simulation:
         self.cur_bin[c] += 1
         if self.busy[c] < self.caps[c]:
             self.busy[c] += 1
-            s = self.service_time()
-            self.push(t + s / self.speed[c], DEPART, (req, r, c, tok, s))
+            self.begin(req, r, c, tok, t)
         else:
             self.queues[c].append((req, r, c, tok))
 
+    def begin(self, req: int, r: int, c: int, tok: int, t: float) -> None:
+        """Request ``req`` starts service on chute ``c`` (its slot is already counted in ``busy``)."""
+        s = self.work_of.pop(req) if self.srng is not None else self.service_time()
+        d = s / self.speed[c]
+        if self.alpha:
+            d *= 1.0 + self.alpha * self.busy[c] / self.caps[c]
+        self.push(t + d, DEPART, (req, r, c, tok, s))
+
     # ------------------------------------------------------------ events
+    def start_arrivals(self) -> None:
+        self.push(self.arng.expovariate(self.lam), ARRIVAL)
+
     def on_arrival(self, t: float, a, b) -> None:
         req = self.arrived
         self.arrived += 1
-        r = int(self.rng.random() * self.R)
+        r = int(self.arng.random() * self.R)
+        if self.srng is not None:
+            self.work_of[req] = self.service_time(self.srng)
         self.arrival_t[req] = t
         self.attempts_of[req] = 1
         self.attempt(req, r, t)
         if self.arrived < self.cfg.n_requests:
-            self.push(t + self.rng.expovariate(self.lam * self.lam_factor), ARRIVAL)
+            self.push(t + self.arng.expovariate(self.lam * self.lam_factor), ARRIVAL)
         if self.arrived == 2000:  # time bins for the load-share timeline, from the arrival rate seen
             self.bin_width = max(t / 2000 * self.cfg.n_requests / self.cfg.share_bins, 1e-9)
             self.bin_end = t + self.bin_width
@@ -269,7 +213,7 @@ class Simulation:
         req, r, c, tok, work = a
         self.touch(c, t)
         self.nsys[c] -= 1
-        self.lives[r].on_end(tok, t, "success", work)  # work = the request's size (its "tokens")
+        self.report_success(req, r, tok, t, work)
         self.own_in[r][c] -= 1
         q = self.queues[c]
         if self.qhead[c] < len(q):
@@ -279,13 +223,24 @@ class Simulation:
             if self.qhead[c] > 1024:
                 del q[: self.qhead[c]]
                 self.qhead[c] = 0
-            s = self.service_time()
-            self.push(t + s / self.speed[c], DEPART, (*nxt, s))
+            self.begin(*nxt, t)
         else:
             self.busy[c] -= 1
+        self.served(req, c, t)
+
+    def report_success(self, req: int, r: int, tok: int, t: float, work: float) -> None:
+        self.lives[r].on_end(tok, t, "success", work)  # work = the request's size (its "tokens")
+
+    def served(self, req: int, c: int, t: float) -> None:
+        """Request ``req`` got its answer from chute ``c`` at ``t``."""
         if req >= self.warm:
             self.lat[self.nlat] = t - self.arrival_t[req]
             self.nlat += 1
+        self.finish(req)
+
+    def gave_up(self, req: int, t: float) -> None:
+        """Request ``req`` used its last attempt without an answer."""
+        self.failed += 1
         self.finish(req)
 
     def on_retry(self, t: float, a, status) -> None:
@@ -294,8 +249,7 @@ class Simulation:
         self.own_in[r][c] -= 1
         k = self.attempts_of[req]
         if k >= self.cfg.max_attempts:
-            self.failed += 1
-            self.finish(req)
+            self.gave_up(req, t)
             return
         self.attempts_of[req] = k + 1
         self.exclude_sets.setdefault(req, set()).add(self.ids[c])
@@ -347,7 +301,7 @@ class Simulation:
         self.build_cands()
         for lv in self.lives:
             lv.on_snapshot(self.version, 0.0)
-        self.push(self.rng.expovariate(self.lam), ARRIVAL)
+        self.start_arrivals()
         if not cfg.instant_snapshot:
             self.push(max(0.0, cfg.refresh - cfg.window), MEASURE_START)
             self.push(cfg.refresh, MEASURE_END)
@@ -365,7 +319,7 @@ class Simulation:
                     self.cur_bin[:] = 0
                     self.bin_end += self.bin_width
             handlers[kind](t, a, b)
-            if self.done >= cfg.n_requests:
+            if self.done >= self.n_total:
                 break
         return self.result(time.perf_counter() - t0)
 
@@ -386,4 +340,9 @@ class Simulation:
 
 
 def run(cfg: SimConfig) -> SimResult:
+    """One run: requests, or sessions when ``cfg.sessions`` is set."""
+    if cfg.sessions is not None:
+        from benchmarks.des.session_sim import SessionSimulation  # session mode builds on this module
+
+        return SessionSimulation(cfg).run()
     return Simulation(cfg).run()
