@@ -189,3 +189,18 @@ def test_sticky_keeps_a_session_on_its_chute_whatever_its_load_and_moves_only_wh
     assert d.chute_id not in {cs.ids[i] for i in session.order} and d.affinity == "dropped_excluded"
     picks = Counter(decide(cs, "sticky", random.Random(s)).chute_id for s in range(300))
     assert picks["c0"] < picks["c1"] and picks["c0"] < picks["c2"]  # no key: weighted by capacity
+
+
+def test_the_session_memo_never_serves_an_order_computed_for_another_candidate_set() -> None:
+    """A freed candidate set's id can be reused by a new one (another group, a new snapshot):
+    the memo must compute the order afresh, never hand out indices of the old set."""
+    from chutes_lb.routing.affinity import SessionMemo
+
+    memo = SessionMemo(depth=2)
+    live = LiveState()
+    live.on_snapshot(1, 0.0)
+    for n in range(2, 40):
+        cs = fleet([10] * n, live)  # the previous set is freed here; CPython often reuses its id
+        order = memo.order(7, cs)
+        assert order == rendezvous_order(cs, 7, 2) and all(i < cs.n for i in order)
+        assert memo.order(7, cs) is order  # the same set: the memoised order

@@ -197,30 +197,34 @@ class SessionMemo:
 
     def __init__(self, depth: int = 2, size: int = 8192) -> None:
         self.depth, self.size = depth, size
-        self._orders: OrderedDict[tuple[int, int], list[int]] = OrderedDict()
-        self._loads: dict[int, tuple[float, float]] = {}
+        # keyed by id(cs); each entry keeps its set, and is used only for that very object (an
+        # id can be reused once a set is freed, e.g. another group's set after a new snapshot)
+        self._orders: OrderedDict[tuple[int, int], tuple[CandidateSet, list[int]]] = OrderedDict()
+        self._loads: dict[int, tuple[CandidateSet, float, float]] = {}
 
     def __len__(self) -> int:
         return len(self._orders)
 
     def order(self, key: int, cs: CandidateSet) -> list[int]:
         k = (key, id(cs))
-        order = self._orders.get(k)
-        if order is None:
-            order = self._orders[k] = rendezvous_order(cs, key, self.depth)
+        hit = self._orders.get(k)
+        if hit is None or hit[0] is not cs:
+            order = rendezvous_order(cs, key, self.depth)
+            self._orders[k] = (cs, order)
+            self._orders.move_to_end(k)
             if len(self._orders) > self.size:
                 self._orders.popitem(last=False)
-        else:
-            self._orders.move_to_end(k)
-        return order
+            return order
+        self._orders.move_to_end(k)
+        return hit[1]
 
     def load(self, cs: CandidateSet, now: float, estimate_of: Callable[[int], Estimate], fresh: bool = False) -> float:
         cached = self._loads.get(id(cs))
-        if cached is not None and 0.0 <= now - cached[0] < 1.0 and not fresh:
-            return cached[1]
+        if cached is not None and cached[0] is cs and 0.0 <= now - cached[1] < 1.0 and not fresh:
+            return cached[2]
         busy = sum(cs.cap[i] - estimate_of(i).free for i in range(cs.n))
         load = max(0.0, busy) / cs.total
         if len(self._loads) > 64:
             self._loads.clear()
-        self._loads[id(cs)] = (now, load)
+        self._loads[id(cs)] = (cs, now, load)
         return load
