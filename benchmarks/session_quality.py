@@ -22,11 +22,15 @@ k+1 leaves after turn k's answer plus its think time (``--think-scale`` of the p
 no turn is sent after ``--duration``; turns sent before ``--warmup`` (caches and sessions filling
 up) are not measured.
 
-Fleet: 6 chutes of 4-12 slots (1-3 instances x 4), each instance with a 500k-token LRU prefix
-cache and 10k tokens/s of prefill (simulator/README.md "Defaults and sources"); decode 20
-tokens/s; the simulator slows a fuller chute by 1 + alpha x load (alpha 1). Load = the slot-seconds
-the sessions ask for under perfect caching (a follow-up computes only its new tokens) over the
-fleet's slot-seconds, calibrated on the plan before the run (``calibrate``).
+Fleet: 6 chutes of 4-16 slots (1-4 instances x 4), each instance with a 500k-token LRU prefix
+cache (simulator/README.md "Defaults and sources") and 20k tokens/s of prefill, one prefill at a
+time (twice the simulator's default, so that on 2 cores the sessions' request rate stays where
+the proxies are not the bottleneck while prefill and slots bind about equally); decode 20
+tokens/s; the simulator slows a fuller chute by 1 + alpha x load (alpha 1). Load = the busier of
+the fleet's two resources, slots and each instance's prefill, when NO prefix is reused (every
+turn computes its whole prompt), over the measured window, calibrated on the plan before the run
+(``offered_load``). So at 60% and 85% even routing that never hits a cache is not overloaded,
+and what a cache hit saves shows as TTFT and prompt tokens computed.
 
 Reported per strategy and load: TTFT of first and follow-up turns (p50/p95/p99), end-to-end
 latency, prompt tokens computed (prompt - cached, from each answer's usage), upstream 429 rate
@@ -37,7 +41,7 @@ within each seed, pooled over ``--seeds``); PASS only when the whole interval me
 Hot spot (``--hotspot``): at the first load, the biggest chute shrinks from 3 instances to 1 at
 40% of the run; sticky against affinity on 429s and p99.
 
-    .venv/bin/python benchmarks/session_quality.py                    # ~45 min: 5 strategies x 2 loads + hot spot
+    .venv/bin/python benchmarks/session_quality.py                    # ~50 min: 5 strategies x 2 loads + hot spot
     .venv/bin/python benchmarks/session_quality.py --loads 0.6 --strategies affinity,no-affinity --duration 120
     .venv/bin/python benchmarks/session_quality.py --smoke            # ~1 min, used by the tests
 """
@@ -86,12 +90,13 @@ HEADLINE = "affinity"
 HOTSPOT = ["affinity", "sticky", "no-affinity"]
 
 ALPHA = 1.0
-INSTANCES = [1, 1, 2, 2, 3, 3]
+INSTANCES = [1, 2, 2, 3, 4, 4]
 CONCURRENCY = 4
-HOT_INDEX = 5  # a 3-instance chute, shrunk to 1 in the hot-spot run
+SLOTS = sum(INSTANCES) * CONCURRENCY
+HOT_INDEX = 5  # a 4-instance chute, shrunk to 1 in the hot-spot run
 TTFT = {"median": 0.3, "sigma": 0.3, "max": 10.0}
 TPS = {"median": 20.0, "sigma": 0.2, "min": 5.0}
-PREFILL_RATE = 10000.0
+PREFILL_RATE = 20000.0
 CACHE_TOKENS = 500_000
 CONTEXT = 262_144
 
@@ -111,20 +116,23 @@ def sim_config(chutes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- the plan
-def ideal_service(s: Session, k: int, load: float) -> float:
-    """Seconds turn k holds a slot with a perfect cache (a follow-up computes its new tokens):
-    mean base TTFT + prefill + decode, times the simulator's slowdown at ``load``."""
+def demand(s: Session, k: int, load: float) -> tuple[float, float]:
+    """(slot-seconds, prefill-seconds of its instance) turn k asks for when no prefix is reused:
+    mean base TTFT + prefill of the whole prompt + decode, and the prefill alone (an instance
+    computes one prefill at a time), times the simulator's slowdown at ``load``."""
     t = s.turns[k]
+    factor = 1 + ALPHA * load
     base = TTFT["median"] * math.exp(TTFT["sigma"] ** 2 / 2)
     tps = TPS["median"] * math.exp(TPS["sigma"] ** 2 / 2)
-    uncached = t.prompt_tokens if k == 0 else t.new_tokens
-    return (base + uncached / PREFILL_RATE + t.output_tokens / tps) * (1 + ALPHA * load)
+    prefill = t.prompt_tokens / PREFILL_RATE * factor
+    return (base * factor + prefill + t.output_tokens / tps * factor), prefill
 
 
-def offered_load(sessions: list[Session], duration: float, warmup: float, slots: int, load: float) -> float:
-    """Slot-seconds asked for in [warmup, duration] / the fleet's, replaying the closed loop with
-    ideal service times (turns due after ``duration`` are not sent)."""
-    busy = 0.0
+def offered_load(sessions: list[Session], duration: float, warmup: float, load: float) -> float:
+    """The busier resource in [warmup, duration] when no prefix is reused: slot-seconds over the
+    fleet's slots, or prefill-seconds over its instances; the closed loop replayed with those
+    service times (no turn is sent after ``duration``)."""
+    slot_busy = prefill_busy = 0.0
     for s in sessions:
         t = s.start
         for k in range(len(s.turns)):
@@ -132,23 +140,20 @@ def offered_load(sessions: list[Session], duration: float, warmup: float, slots:
                 t += s.turns[k].think
             if t >= duration:
                 break
-            d = ideal_service(s, k, load)
-            busy += max(0.0, min(t + d, duration) - max(t, warmup))
+            d, pf = demand(s, k, load)
+            slot_busy += max(0.0, min(t + d, duration) - max(t, warmup))
+            prefill_busy += max(0.0, min(t + pf, duration) - max(t, warmup))
             t += d
-    return busy / (slots * (duration - warmup))
+    span = duration - warmup
+    return max(slot_busy / (SLOTS * span), prefill_busy / (sum(INSTANCES) * span))
 
 
-def plan_sessions(w: SessionWorkload, seed: int, load: float, duration: float, warmup: float, slots: int) -> list[Session]:
-    """Sessions arriving in [0, duration) at the rate that offers ``load`` (three fixed-point steps)."""
-    mean_service = 1.0
-    rng = random.Random(seed)
-    probe = [w.session(rng, i) for i in range(400)]
-    mean_service = float(np.mean([ideal_service(s, k, load) for s in probe for k in range(len(s.turns))]))
-    rate = load * slots / mean_service / w.mean_turns
-    sessions: list[Session] = []
-    for _ in range(3):
-        sessions = [s for s in w.sessions(random.Random(seed), rate, n=None) if True] if False else _draw(w, seed, rate, duration)
-        got = offered_load(sessions, duration, warmup, slots, load)
+def plan_sessions(w: SessionWorkload, seed: int, load: float, duration: float, warmup: float) -> list[Session]:
+    """Sessions arriving in [0, duration) at the rate that offers ``load`` (see ``offered_load``;
+    a few fixed-point steps from a first guess)."""
+    rate = 0.5
+    for _ in range(4):
+        got = offered_load(_draw(w, seed, rate, duration), duration, warmup, load)
         if got <= 0:
             break
         rate *= load / got
@@ -285,12 +290,14 @@ async def drive(sessions: list[Session], urls: list[str], sim: SimulatorProcess,
         mon = asyncio.create_task(monitor(sim, sh, stop, samples))
         tasks = [asyncio.create_task(run_session(http, s, sh)) for s in sessions]
         at_warmup: dict[str, Any] = {}
-        marks = sorted([(args.warmup, "warmup"), *([(hot[0], "hot")] if hot else []),
+        marks = sorted([(args.warmup, "warmup"), *([(hot[0], "hot")] if hot else []), (args.duration, "end"),
                         *((t, "progress") for t in np.arange(10.0, args.duration, 10.0))])
         for at, what in marks:
             await _sleep_until(sh.t0 + at)
             if what == "warmup":
                 at_warmup = await loop.run_in_executor(None, sim.state)
+            elif what == "end":
+                break
             elif what == "hot" and hot:
                 await loop.run_in_executor(None, lambda: sim.set_chute(hot[1], instances=1))
                 log(f"  t={at:5.1f}s hot spot: {hot[1]} shrunk to 1 instance")
@@ -350,7 +357,29 @@ def run_one(name: str, load: float, sessions: list[Session], args: argparse.Name
         results, samples, counts = asyncio.run(drive(sessions, urls, sim, args, hot_at))
         cpu = meter.stop()
         cpu["client_cores"] = (time.process_time() - cpu0) / cpu["wall_seconds"]
-    return summarize(tag, name, load, seed, results, samples, counts, chutes, args, cpu)
+        outcomes = affinity_outcomes(proxies)
+    out = summarize(tag, name, load, seed, results, samples, counts, chutes, args, cpu)
+    out["affinity_outcomes"] = outcomes
+    if outcomes:
+        log(f"  {tag}: affinity outcomes " + ", ".join(f"{k} {v:.0f}" for k, v in outcomes.items()))
+    return out
+
+
+def affinity_outcomes(proxies: list[ProxyProcess]) -> dict[str, float]:
+    """chutes_lb_affinity_decisions_total per outcome, summed over the replicas (whole run)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for p in proxies:
+        try:
+            text = p.metrics_text()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "chutes_lb_affinity_decisions_total":
+                    out[sample.labels.get("outcome", "")] = out.get(sample.labels.get("outcome", ""), 0.0) + sample.value
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def summarize(tag: str, name: str, load: float, seed: int, results: list[TurnResult], samples: list[dict[str, Any]],
@@ -649,10 +678,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
     chutes = fleet()
-    slots = sum(c["instances"] * c["concurrency"] for c in chutes)
     w = SessionWorkload.named(args.profile, token_scale=args.token_scale, output_scale=args.output_scale, think_scale=args.think_scale)
     log(f"machine: {info['cores']} cores, {info['cpu']}, load average {info['load_average_start']}")
-    plans = {ld: {seed: plan_sessions(w, seed, ld, args.duration, args.warmup, slots) for seed in args.seed_list} for ld in args.load_list}
+    plans = {ld: {seed: plan_sessions(w, seed, ld, args.duration, args.warmup) for seed in args.seed_list} for ld in args.load_list}
     for ld, by_seed in plans.items():
         for seed, ss in by_seed.items():
             log(f"plan: load {ld:g} seed {seed}: {len(ss)} sessions, {sum(len(s.turns) for s in ss)} planned turns, "

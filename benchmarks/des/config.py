@@ -53,7 +53,7 @@ class SimConfig:
     common_streams: bool = False
     # --- issue 13: sessions with a prefix cache (benchmarks/des/sessions.py); None = requests.
     sessions: "SessionConfig | None" = None
-    # "sticky" | "rendezvous" (the benchmark's placeholder) | an AffinityPolicy callable
+    # "sticky" | "affinity[:c]" (the production affinity, bound c) | an AffinityPolicy callable
     # (benchmarks/des/affinity.py); session mode only. None = the strategy alone.
     affinity: Any = None
 

@@ -3,8 +3,8 @@
     python -m benchmarks.des --scenario sessions --load 0.6,0.85 --seeds 3 --out benchmarks/out/des-sessions
 
 Every strategy runs on the same session schedules per seed (workload streams of their own). A
-strategy label is ``<decide strategy>[+<affinity>]``: ``+rendezvous[:c]`` is the benchmark's
-placeholder affinity (:mod:`benchmarks.des.affinity`), ``+sticky`` pure stickiness (the first chute
+strategy label is ``<decide strategy>[+<affinity>]``: ``+affinity[:c]`` is the proxies' own session
+affinity with load bound c (:mod:`benchmarks.des.affinity`), ``+sticky`` pure stickiness (the first chute
 a session used, always; a retry after a 429 goes elsewhere, the home stays). Targets are ratios to
 ``headroom`` without affinity; intervals are 95% bootstraps pooled over seeds
 (:mod:`benchmarks.stats`); a target PASSes only when the whole interval meets it. The hot-spot run
@@ -26,9 +26,9 @@ from benchmarks.workload.profiles import profile
 
 __all__ = ["STRATEGIES", "BASELINE", "HOTSPOT", "run_sessions", "session_main", "split_label"]
 
-STRATEGIES = ["headroom+rendezvous", "headroom", "headroom+sticky", "least-utilization", "weighted-shuffle"]
+STRATEGIES = ["headroom+affinity", "headroom", "headroom+sticky", "least-utilization", "weighted-shuffle"]
 BASELINE = "headroom"
-HOTSPOT = ["headroom+sticky", "headroom+rendezvous", "headroom"]
+HOTSPOT = ["headroom+sticky", "headroom+affinity", "headroom"]
 Runs = dict[str, list[SessionResult]]  # label -> one result per seed
 
 
@@ -138,14 +138,14 @@ def targets(runs: Runs, load: float, n_boot: int = 400, seed: int = 1) -> list[s
 
 
 def hotspot_targets(runs: Runs, n_boot: int = 400) -> list[str]:
-    a, s = runs.get("headroom+rendezvous"), runs.get("headroom+sticky")
+    a, s = runs.get("headroom+affinity"), runs.get("headroom+sticky")
     if not a or not s:
         return []
     rng = np.random.default_rng(2)
     rows = [("429 rate", bootstrap_ratio([_rejects(r) for r in a], [_rejects(r) for r in s], mean, rng, n_boot)),
             ("follow-up TTFT p99", bootstrap_ratio([r.ttft_follow for r in a], [r.ttft_follow for r in s], percentile(99), rng, n_boot)),
             ("latency p99", bootstrap_ratio([r.latencies for r in a], [r.latencies for r in s], percentile(99), rng, n_boot))]
-    lines = ["| affinity placeholder / stickiness under the hot spot | ratio [95%] | target < 1 |", "|---|---|---|"]
+    lines = ["| affinity / stickiness under the hot spot | ratio [95%] | target < 1 |", "|---|---|---|"]
     return lines + [f"| {n} | {iv} | {'PASS' if iv.hi < 1.0 else 'MISS'} |" for n, iv in rows]
 
 
@@ -187,7 +187,7 @@ def session_main(a: argparse.Namespace, caps: list[int], replicas: int, log) -> 
         a.out.mkdir(parents=True, exist_ok=True)
         for tag, runs in out.items():
             first = {k: v[0] for k, v in runs.items()}
-            share = ("headroom+sticky", "headroom+rendezvous") if tag == "hotspot" else ()
+            share = ("headroom+sticky", "headroom+affinity") if tag == "hotspot" else ()
             for f in session_plots(first, a.out, tag.replace(" ", "-"), share):
                 lines.append(f"![{f}]({f})")
     lines.append(f"\n(sessions scenario wall time {time.perf_counter() - t0:.0f} s)")

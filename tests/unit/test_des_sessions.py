@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmarks.des.affinity import BoundedRendezvous, rendezvous_order
+from benchmarks.des.affinity import Production, policy_from
 from benchmarks.des.run import main
 from benchmarks.des.session_sim import SessionSimulation
 from benchmarks.des.sessions import ChuteCache, SessionConfig, session_stream
@@ -71,24 +71,25 @@ def test_affinity_policy_is_asked_with_the_session_key_and_can_fall_back() -> No
     assert r.strategy == "headroom+always_two"
 
 
-def test_rendezvous_placeholder_orders_by_capacity_and_respects_the_bound() -> None:
-    ids, caps = ("a", "b", "c"), (1.0, 1.0, 8.0)
-    firsts = [rendezvous_order(f"k{i}", ids, caps)[0] for i in range(4000)]
-    assert firsts.count(2) / 4000 == pytest.approx(0.8, abs=0.03)  # share of keys = share of capacity
-    assert rendezvous_order("k1", ids, caps) == rendezvous_order("k1", ids, caps)
-    cs = CandidateSet([Candidate(i, c, 0.0) for i, c in zip(ids, caps)])
-    pol = BoundedRendezvous(c=1.25)
+def test_the_des_runs_the_production_affinity() -> None:
+    """``affinity[:c]`` is chutes_lb.routing.affinity itself: the session's rendezvous-first chute
+    while it has room, its second one past the bound, the strategy when neither qualifies."""
+    from chutes_lb.routing.affinity import rendezvous_order
+
+    pol = Production(bound=1.25)
     p = HeadroomParams()
-    key = next(f"k{i}" for i in range(100) if rendezvous_order(f"k{i}", ids, caps)[0] == 2)
     kw = dict(now=0.0, replicas=1, snapshot_version=None, params=p, turn=1)
+    cs = CandidateSet([Candidate(i, 8.0, 0.0) for i in ("a", "b", "c")])
+    key = next(f"k{i}" for i in range(100) if rendezvous_order(cs, pol.key(f"k{i}"))[0] == 2)
     assert pol(key, cs, excluded=(), **kw) == 2
-    assert pol(key, cs, excluded=("c",), **kw) == rendezvous_order(key, ids, caps)[1]
-    ids, caps = ("a", "b", "c"), (8.0, 8.0, 8.0)
-    key = next(f"k{i}" for i in range(100) if rendezvous_order(f"k{i}", ids, caps)[0] == 2)
-    busy = CandidateSet([Candidate("a", 8.0, 0.0), Candidate("b", 8.0, 0.0), Candidate("c", 8.0, 0.75)])
-    # 6 of 8 busy, fleet mean with the request (6 + 1) / 24: the bound is ceil(1.25 x 0.29 x 8) = 3 slots
-    assert pol(key, busy, excluded=(), **kw) == rendezvous_order(key, ids, caps)[1]
-    assert pol.dropped["bound"] == 1
+    assert pol(key, cs, excluded=("c",), **kw) == rendezvous_order(cs, pol.key(key))[1]
+    busy = CandidateSet([Candidate("a", 8.0, 0.0), Candidate("b", 8.0, 0.0), Candidate("c", 8.0, 0.875)])
+    # 7 of 8 busy, fleet load 7/24: the bound is max(ceil(1.25 x 8 x (7/24 + 1/24)), 4) = 4 slots
+    assert pol(key, busy, excluded=(), **kw) == rendezvous_order(busy, pol.key(key))[1]
+    assert pol.dropped["overloaded"] == 1
+    full = CandidateSet([Candidate(i, 8.0, 1.0) for i in ("a", "b", "c")])
+    assert pol(key, full, excluded=(), **kw) is None and pol.dropped["full"] == 1
+    assert policy_from("affinity:2")[1].bound == 2.0 and policy_from("affinity")[1].bound == 1.25
 
 
 def test_alpha_slows_busy_chutes_and_zero_changes_nothing() -> None:
@@ -119,7 +120,7 @@ def test_sessions_scenario_smoke(tmp_path, capsys) -> None:
     rc = main(["--scenario", "sessions", "--sessions", "150", "--fleet", "smoke", "--load", "0.6", "--out", str(tmp_path)])
     assert rc == 0
     report = (tmp_path / "report.md").read_text()
-    for s in ("### Load 0.6", "| headroom+rendezvous |", "| headroom+sticky |", "| weighted-shuffle |",
+    for s in ("### Load 0.6", "| headroom+affinity |", "| headroom+sticky |", "| weighted-shuffle |",
               "follow-up TTFT p50 <= 0.5x", "on one chute", "### Hot spot", "under the hot spot"):
         assert s in report, s
     assert (tmp_path / "ttft-cdf-load-0.6.png").exists() and list(tmp_path.glob("load-share-hotspot-*.png"))
