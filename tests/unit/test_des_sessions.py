@@ -89,7 +89,7 @@ def test_the_des_runs_the_production_affinity() -> None:
     assert pol.dropped["overloaded"] == 1
     full = CandidateSet([Candidate(i, 8.0, 1.0) for i in ("a", "b", "c")])
     assert pol(key, full, excluded=(), **kw) is None and pol.dropped["full"] == 1
-    assert policy_from("affinity:2")[1].bound == 2.0 and policy_from("affinity")[1].bound == 1.25
+    assert policy_from("affinity:2")[1].bound == 2.0 and policy_from("affinity")[1].bound == 2.0
 
 
 def test_alpha_slows_busy_chutes_and_zero_changes_nothing() -> None:

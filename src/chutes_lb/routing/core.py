@@ -53,7 +53,7 @@ class RoutingConfig:
     request_timeout_seconds: float = 600.0
     summary_seconds: float = 10.0
     affinity: bool = True  # sessions to their own chute within the load bound (headroom only)
-    affinity_bound: float = 1.25
+    affinity_bound: float = 2.0  # DES sessions, 60% load: 81% of sessions on one chute at 2, 41% at 1.25 (BENCHMARKS.md)
     affinity_depth: int = 2  # chutes of a session's order tried before the usual pick
 
     @classmethod
