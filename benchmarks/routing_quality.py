@@ -4,7 +4,8 @@
 Compares routing strategies IN ONE RUN, one after the other, each on a freshly started stack
 (new simulator, poller, proxy replicas, Redis key prefix) and the SAME seeded arrival schedule:
 
-    headroom            our default (ROUTING_STRATEGY=headroom)
+    headroom            our default (ROUTING_STRATEGY=headroom: free fraction among chutes with room)
+    headroom-slots      headroom comparing absolute free slots (the rule before issue 14)
     least-utilization   the seed's rule: argmin of the snapshot's utilization
     shuffle             unweighted random (what stock LiteLLM does)
     weighted-shuffle    random in proportion to capacity (the fair baseline)
@@ -27,7 +28,14 @@ clients, 429s the simulator answered (upstream attempts), failures, each chute's
 in-flight load over time vs its share of capacity, and the CPU the proxies used (so the reader
 can see the proxies were not the bottleneck). Writes report.md, results.json and PNGs to --out.
 
-    .venv/bin/python benchmarks/routing_quality.py                      # ~20 min, all 5 strategies
+Seeds (issue 14): ``--seeds N`` runs every strategy on N arrival schedules (seeds --seed ..
+--seed+N-1). Ratios are reported with 95% bootstrap intervals (requests and upstream attempts
+resampled within each seed, pooled; ``benchmarks/stats.py``), and a target PASSes only when the
+whole interval meets it. The per-chute tables and plots show the first seed.
+
+    .venv/bin/python benchmarks/routing_quality.py                      # ~23 min, all 6 strategies
+    .venv/bin/python benchmarks/routing_quality.py --seeds 3 --duration 100 \
+        --strategies headroom,headroom-slots,weighted-shuffle,least-utilization   # ~35 min, issue 14
     .venv/bin/python benchmarks/routing_quality.py --duration 60 --strategies headroom,shuffle
     .venv/bin/python benchmarks/routing_quality.py --smoke              # ~1 min, used by the tests
 """
@@ -48,12 +56,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from common import (ROOT, MASTER_KEY, CpuMeter, fmt, litellm_config, load_average, log, machine_info,  # noqa: E402
                     md_table, pct, ratio, start_all)
 
 import aiohttp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.stats import Interval, bootstrap_ratio, mean, percentile  # noqa: E402
 from chutes_lb.devstack import PollerProcess, ProxyProcess, metric_value  # noqa: E402
 from chutes_lb.localstack import RedisServer  # noqa: E402
 from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
@@ -61,6 +72,7 @@ from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 #: strategy label -> (ROUTING_STRATEGY of our hook, LiteLLM router_settings.routing_strategy)
 STRATEGIES: dict[str, tuple[str, str]] = {
     "headroom": ("headroom", "simple-shuffle"),
+    "headroom-slots": ("headroom-slots", "simple-shuffle"),
     "least-utilization": ("least-utilization", "simple-shuffle"),
     "shuffle": ("shuffle", "simple-shuffle"),
     "weighted-shuffle": ("weighted-shuffle", "simple-shuffle"),
@@ -79,6 +91,22 @@ TARGETS: list[tuple[str, str, float]] = [
     ("least-utilization", "upstream_429_rate", 0.2),
     ("weighted-shuffle", "upstream_429_rate", 0.5),
 ]
+#: Targets of issue 14 (>= 3 seeds pooled, the upper bound of the 95% interval).
+TARGETS_14: list[tuple[str, str, float]] = [
+    ("weighted-shuffle", "p50_ttft", 1.0),
+    ("weighted-shuffle", "p95_ttft", 1.0),
+    ("weighted-shuffle", "p50_latency", 1.0),
+    ("weighted-shuffle", "p95_latency", 1.0),
+    ("weighted-shuffle", "p99_latency_without_degraded_chute", 1.0),
+    ("weighted-shuffle", "upstream_429_rate", 0.5),
+    ("least-utilization", "upstream_429_rate", 0.2),
+]
+#: metric -> (raw array in a run, statistic) for the intervals
+RAW = {"p50_ttft": ("_ttft", 50), "p95_ttft": ("_ttft", 95), "p99_ttft": ("_ttft", 99),
+       "p50_latency": ("_lat", 50), "p95_latency": ("_lat", 95), "p99_latency": ("_lat", 99),
+       "p99_latency_without_degraded_chute": ("_lat_others", 99), "upstream_429_rate": ("_rejects", None),
+       "client_429_rate": ("_client429", None)}
+
 
 # Fleet: ttft ~2.3 s mean, ~23 tokens at ~4 tok/s: mean idle service ~8 s. Few, slow tokens on
 # purpose: every streamed token is a chunk LiteLLM parses in Python, and the proxy's CPU must not
@@ -366,7 +394,9 @@ def summarize(name: str, plan: Plan, args: argparse.Namespace, chutes: list[dict
         "held_in_proxy_mean": float(np.mean(held)) if held else math.nan, "held_in_proxy_max": max(held) if held else math.nan,
         "cpu": cpu, "per_chute": per_chute, "samples": samples,
         "by_chute_requests": _count(r.chute for r in ok),
-        "_lat": lat, "_ttft": ttft, "_results": results,  # for the plots and requests.csv, not the JSON
+        "_lat": lat, "_ttft": ttft, "_results": results,  # for the plots, intervals and requests.csv, not the JSON
+        "_lat_others": lat_others, "_rejects": np.r_[np.ones(sum(rejected.values())), np.zeros(sum(served.values()))],
+        "_client429": np.array([float(r.status == 429) for r in results]), "seed": plan.seed,
     }
     log(f"  {name}: {n} requests, ok {len(ok)}, client 429 {client_429}, failed {failed}, p50/p99 latency "
         f"{fmt(out['p50_latency'])}/{fmt(out['p99_latency'])} s, upstream 429 {out['upstream_429']}/{attempts}, "
@@ -381,23 +411,53 @@ def _count(items: Any) -> dict[Any, int]:
     return counts
 
 
-def evaluate_targets(runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """PASS/MISS of each issue-6 target whose baseline was run, with a likely reason for a miss."""
+def interval_of(all_runs: dict[str, list[dict[str, Any]]], name: str, base: str, metric: str, rng: np.random.Generator) -> Interval:
+    """name / base of ``metric``, pooled over the seeds, with a 95% bootstrap interval."""
+    key, q = RAW[metric]
+    a, b = [np.asarray(r[key], dtype=float) for r in all_runs[name]], [np.asarray(r[key], dtype=float) for r in all_runs[base]]
+    if not all(len(x) for x in a + b):
+        return Interval(math.nan, math.nan, math.nan)
+    if q is None and not any(x.sum() for x in a + b):
+        return Interval(1.0, 1.0, 1.0)  # none under either: no difference
+    return bootstrap_ratio(a, b, mean if q is None else percentile(q), rng)
+
+
+def evaluate_targets(all_runs: dict[str, list[dict[str, Any]]], targets: list[tuple[str, str, float]],
+                     rng: np.random.Generator) -> list[dict[str, Any]]:
+    """PASS/MISS of each target whose baseline was run: PASS only when the whole 95% interval of
+    default / baseline meets the bound; with a likely reason for a miss."""
     out = []
-    d = runs.get(DEFAULT)
-    for base, metric, limit in TARGETS:
-        if d is None or base not in runs:
+    d = all_runs.get(DEFAULT)
+    for base, metric, limit in targets:
+        if d is None or base not in all_runs:
             continue
-        b = runs[base]
-        r = ratio(d[metric], b[metric])
-        if d[metric] == 0 and b[metric] == 0:
+        iv = interval_of(all_runs, DEFAULT, base, metric, rng)
+        pooled_d, pooled_b = _pooled(d, metric), _pooled(all_runs[base], metric)
+        if metric.endswith("429_rate") and pooled_d == 0 and pooled_b == 0:
             verdict, reason = "n/a", "no 429s at all under either strategy: nothing to reduce at this load"
-        elif r <= limit:
+        elif iv.within(limit):
             verdict, reason = "PASS", ""
+        elif iv.point <= limit:
+            verdict, reason = "MISS", "the point estimate meets the target but the 95% interval does not: not shown at this sample size"
         else:
-            verdict, reason = "MISS", _miss_reason(base, metric, d, b)
-        out.append({"baseline": base, "metric": metric, "target": f"<= {limit}x", "ratio": r, "verdict": verdict, "reason": reason})
+            verdict, reason = "MISS", _miss_reason(base, metric, {metric: pooled_d, "upstream_429_rate": _pooled(d, "upstream_429_rate")},
+                                                   {metric: pooled_b, "upstream_429_rate": _pooled(all_runs[base], "upstream_429_rate")})
+        out.append({"baseline": base, "metric": metric, "target": f"<= {limit}x", "ratio": iv.point, "interval": [iv.lo, iv.hi],
+                    "verdict": verdict, "reason": reason})
+    if d is not None and "least-utilization" in all_runs and targets is TARGETS_14:
+        c429 = sum(r["client_429"] for r in d)
+        out.append({"baseline": "least-utilization", "metric": "client 429s", "target": "= 0", "ratio": float(c429),
+                    "interval": [float(c429), float(c429)], "verdict": "PASS" if c429 == 0 else "MISS",
+                    "reason": "" if c429 == 0 else "every retry of some request met a full or held chute"})
     return out
+
+
+def _pooled(rs: list[dict[str, Any]], metric: str) -> float:
+    key, q = RAW[metric]
+    x = np.concatenate([np.asarray(r[key], dtype=float) for r in rs]) if rs else np.zeros(0)
+    if not len(x):
+        return math.nan
+    return float(np.mean(x)) if q is None else float(np.percentile(x, q))
 
 
 def _miss_reason(base: str, metric: str, d: dict[str, Any], b: dict[str, Any]) -> str:
@@ -414,10 +474,13 @@ def _miss_reason(base: str, metric: str, d: dict[str, Any], b: dict[str, Any]) -
 
 
 # ---------------------------------------------------------------------------- report
-def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], plan: Plan, args: argparse.Namespace, info: dict[str, str],
+def write_report(out_dir: Path, all_runs: dict[str, list[dict[str, Any]]], plan: Plan, args: argparse.Namespace, info: dict[str, str],
                  chutes: list[dict[str, Any]], capacity: float, service: float) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    targets = evaluate_targets(runs)
+    runs = {name: rs[0] for name, rs in all_runs.items()}  # the first seed: per-strategy and per-chute tables
+    rng = np.random.default_rng(0)
+    targets = evaluate_targets(all_runs, TARGETS, rng)
+    targets_14 = evaluate_targets(all_runs, TARGETS_14, rng) if len(args.seed_list) >= 1 else []
     d = runs.get(DEFAULT)
     lines = [f"# Routing quality on the real stack ({info['date']})", "",
              f"Machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}; load average at start "
@@ -433,7 +496,9 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], plan: Plan, arg
              f"{plan.stream_share:.0%} streamed; {plan.rate1:.1f} req/s ({args.load:.0%} of capacity) then "
              f"{plan.rate2:.1f} req/s ({args.step_load:.0%}) from t={plan.step_at:.0f} s; chute "
              f"{chutes[DEGRADED_INDEX]['name']} decode speed x{plan.degrade_speed} from t={plan.degrade_at:.0f} s.", "",
-             "## Per strategy (latency and TTFT in seconds, client-measured; TTFT over streamed requests)", ""]
+             f"Seeds: {', '.join(map(str, args.seed_list))} (every strategy on each arrival schedule); tables per strategy and "
+             f"per chute show seed {plan.seed}, ratios and targets pool all seeds with 95% bootstrap intervals.", "",
+             f"## Per strategy, seed {plan.seed} (latency and TTFT in seconds, client-measured; TTFT over streamed requests)", ""]
     header = ["strategy", "requests", "p50 lat", "p95 lat", "p99 lat", "p99 lat, not on the slowed chute", "p50 TTFT", "p95 TTFT", "p99 TTFT",
               "client 429", "failed (other)", "upstream 429 / attempts", "upstream 429 rate"]
     rows = []
@@ -451,10 +516,18 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], plan: Plan, arg
                  fmt(ratio(d["upstream_429_rate"], r["upstream_429_rate"]))]
                 for name, r in runs.items() if name != DEFAULT]
         lines += [md_table(["vs", "p50 latency", "p99 latency", "p99 TTFT", "client 429 rate", "upstream 429 rate"], rows), ""]
-    if targets:
-        lines += ["## Targets of issue 6 that apply here (429 rate = upstream attempts answered 429)", ""]
-        lines += [md_table(["baseline", "metric", "target", "ratio", "verdict", "likely reason if missed"],
-                           [[t["baseline"], t["metric"], t["target"], fmt(t["ratio"], 3), t["verdict"], t["reason"]] for t in targets]), ""]
+    if d is not None and len(all_runs) > 1:
+        lines += [f"## Ratios {DEFAULT} / strategy, pooled over {len(args.seed_list)} seed(s): point [95% interval]", ""]
+        metrics = ["p50_ttft", "p95_ttft", "p50_latency", "p95_latency", "p99_latency_without_degraded_chute", "upstream_429_rate"]
+        rows = [[name, *(str(interval_of(all_runs, DEFAULT, name, m, rng)) for m in metrics)] for name in all_runs if name != DEFAULT]
+        lines += [md_table(["vs", *metrics], rows), ""]
+    for title, ts in (("Targets of issue 6 that apply here (429 rate = upstream attempts answered 429)", targets),
+                      (f"Targets of issue 14 ({len(args.seed_list)} seed(s) pooled; PASS only when the whole 95% interval meets the bound)", targets_14)):
+        if ts:
+            lines += [f"## {title}", ""]
+            lines += [md_table(["baseline", "metric", "target", "ratio [95% interval]", "verdict", "likely reason if missed"],
+                               [[t["baseline"], t["metric"], t["target"], f"{fmt(t['ratio'], 3)} [{fmt(t['interval'][0], 3)}, {fmt(t['interval'][1], 3)}]",
+                                 t["verdict"], t["reason"]] for t in ts]), ""]
     lines += ["## Load share per chute vs capacity share", "",
               "Each cell: mean share of the in-flight requests over the run / share of the requests it served, and "
               "the 429s it answered. A slowed chute holds its requests longer, so its in-flight share rises even "
@@ -486,13 +559,17 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], plan: Plan, arg
     report = out_dir / "report.md"
     report.write_text("\n".join(lines))
     slim = {k: {kk: vv for kk, vv in v.items() if kk != "samples" and not kk.startswith("_")} for k, v in runs.items()}
+    by_seed = {k: [{kk: vv for kk, vv in v.items() if kk != "samples" and not kk.startswith("_")} for v in rs] for k, rs in all_runs.items()}
     (out_dir / "samples.json").write_text(json.dumps({k: v["samples"] for k, v in runs.items()}))
     with open(out_dir / "requests.csv", "w") as f:
-        f.write("strategy,scheduled_s,send_lag_s,replica,stream,status,latency_s,ttft_s,chute_id\n")
-        for k, v in runs.items():
-            for r in v.get("_results", []):
-                f.write(f"{k},{r.sched:.3f},{r.lag:.4f},{r.replica},{int(r.stream)},{r.status},{r.latency:.4f},{r.ttft:.4f},{r.chute}\n")
-    (out_dir / "results.json").write_text(json.dumps({"info": info, "args": vars(args), "runs": slim, "targets": targets,
+        f.write("strategy,seed,scheduled_s,send_lag_s,replica,stream,status,latency_s,ttft_s,chute_id\n")
+        for k, rs in all_runs.items():
+            for v in rs:
+                for r in v.get("_results", []):
+                    f.write(f"{k},{v['seed']},{r.sched:.3f},{r.lag:.4f},{r.replica},{int(r.stream)},{r.status},{r.latency:.4f},"
+                            f"{r.ttft:.4f},{r.chute}\n")
+    (out_dir / "results.json").write_text(json.dumps({"info": info, "args": vars(args), "runs": slim, "runs_by_seed": by_seed,
+                                                      "targets": targets, "targets_14": targets_14,
                                                       "plan": {k: v for k, v in asdict(plan).items() if k not in ("arrivals", "streamed")}},
                                                      indent=1, default=str))
     return report
@@ -557,7 +634,7 @@ def plot(out_dir: Path, runs: dict[str, dict[str, Any]], latencies: dict[str, tu
 # ---------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, in run order (default: all five)")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated, in run order (default: all six)")
     ap.add_argument("--duration", type=float, default=150.0, help="seconds of load per strategy (default 150)")
     ap.add_argument("--load", type=float, default=0.6, help="arrival rate before the step, fraction of capacity (default 0.6)")
     ap.add_argument("--step-load", type=float, default=0.8, help="arrival rate after the step (default 0.8)")
@@ -570,7 +647,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--replicas", type=int, default=2, help="proxy replicas (default 2)")
     ap.add_argument("--workers", type=int, default=1, help="uvicorn workers per replica (default 1)")
     ap.add_argument("--request-timeout", type=float, default=120.0, help="client timeout per request (default 120)")
-    ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=6, help="first seed (default 6)")
+    ap.add_argument("--seeds", type=int, default=1, help="arrival schedules: every strategy runs each (default 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "routing_quality"))
     ap.add_argument("--smoke", action="store_true", help="tiny run: 2 strategies, a few seconds each (for the tests)")
     args = ap.parse_args(argv)
@@ -579,6 +657,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.time_scale, args.refresh, args.poll_interval = 0.1, 2.0, 0.5
         args.concurrency, args.load, args.step_load, args.request_timeout = 1, 0.4, 0.6, 30.0
         args.duration, args.replicas = 4.0, 1  # proxy start-up (LiteLLM import) dominates; 1 replica halves it
+    if args.seeds < 1:
+        ap.error("--seeds must be >= 1")
+    args.seed_list = list(range(args.seed, args.seed + args.seeds))
     args.strategy_list = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = [s for s in args.strategy_list if s not in STRATEGIES and s not in ABLATIONS]
     if unknown or not args.strategy_list:
@@ -594,25 +675,30 @@ def main(argv: list[str] | None = None) -> int:
     service = mean_service_seconds(args.time_scale, np.random.default_rng(0))
     slots = sum(c["instances"] * c["concurrency"] for c in chutes)
     capacity = slots / (service * (1 + ALPHA))
-    plan = Plan(duration=args.duration, rate1=args.load * capacity, rate2=args.step_load * capacity,
-                step_at=0.35 * args.duration, degrade_at=0.6 * args.duration, degrade_speed=args.degrade_speed,
-                stream_share=args.stream_share, seed=args.seed).build()
+    plans = [Plan(duration=args.duration, rate1=args.load * capacity, rate2=args.step_load * capacity,
+                  step_at=0.35 * args.duration, degrade_at=0.6 * args.duration, degrade_speed=args.degrade_speed,
+                  stream_share=args.stream_share, seed=seed).build() for seed in args.seed_list]
+    plan = plans[0]
     log(f"machine: {info['cores']} cores, {info['cpu']}, load average {info['load_average_start']}")
     log(f"fleet: {slots} slots, mean service {service:.2f} s, capacity {capacity:.1f} req/s; "
         f"load {plan.rate1:.1f} -> {plan.rate2:.1f} req/s; {len(plan.arrivals)} requests per strategy")
     out_dir = Path(args.out)
     workdir = Path(tempfile.mkdtemp(prefix="routing-quality-"))
-    runs: dict[str, dict[str, Any]] = {}
+    all_runs: dict[str, list[dict[str, Any]]] = {}
     redis = RedisServer().start()
     try:
-        for name in args.strategy_list:
-            runs[name] = run_strategy(name, plan, args, chutes, redis, workdir)
+        for i, p in enumerate(plans):
+            if len(plans) > 1:
+                log(f"== seed {p.seed} ({i + 1} of {len(plans)})")
+            for name in args.strategy_list:
+                all_runs.setdefault(name, []).append(run_strategy(name, p, args, chutes, redis, workdir))
         info["load_average_end"] = load_average()
     finally:
         redis.stop()
-    report = write_report(out_dir, runs, plan, args, info, chutes, capacity, service)
+    report = write_report(out_dir, all_runs, plan, args, info, chutes, capacity, service)
     try:
-        plot(out_dir, runs, {n: (r.pop("_lat", []), r.pop("_ttft", [])) for n, r in runs.items()}, chutes, plan)
+        runs = {n: rs[0] for n, rs in all_runs.items()}
+        plot(out_dir, runs, {n: (r["_lat"], r["_ttft"]) for n, r in runs.items()}, chutes, plan)
     except Exception as exc:  # a plotting problem must not lose the measured numbers
         log(f"warning: plotting failed: {exc}")
     log(f"report: {report}")
