@@ -45,7 +45,7 @@ from chutes_lb.routing.estimate import Candidate, CandidateSet, HeadroomParams
 from chutes_lb.routing.live import LiveState, RemoteCounts, exchange
 
 ARRIVAL, DEPART, RETRY, MEASURE_START, MEASURE_END, ADOPT, PUBLISH, VISIBLE, CHANGE = range(9)
-DECIDE_STRATEGIES = ("headroom", "least-utilization", "shuffle", "weighted-shuffle")
+DECIDE_STRATEGIES = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")
 
 __all__ = ["Simulation", "SimConfig", "SimResult", "run", "DECIDE_STRATEGIES"]
 
