@@ -2,7 +2,7 @@
 
 It runs the production routing code: :func:`chutes_lb.routing.decision.decide`,
 :class:`chutes_lb.routing.live.LiveState` and the in-flight exchange
-:func:`chutes_lb.routing.live.exchange` (no copies). Time unit = one mean service time (think
+:func:`chutes_lb.routing.remote.exchange` (no copies). Time unit = one mean service time (think
 ~10 s for an LLM request, so 0.1 ~ 1 s).
 
 - Arrivals: Poisson, each to a uniformly random replica; rate ``load x sum(c_i)`` (x step factor).
@@ -42,7 +42,8 @@ from benchmarks.des.config import SimConfig, SimResult
 from benchmarks.des.variants import variant
 from chutes_lb.routing.decision import decide
 from chutes_lb.routing.estimate import Candidate, CandidateSet, HeadroomParams
-from chutes_lb.routing.live import LiveState, RemoteCounts, exchange
+from chutes_lb.routing.live import LiveState
+from chutes_lb.routing.remote import RemoteCounts, exchange
 
 ARRIVAL, DEPART, RETRY, MEASURE_START, MEASURE_END, ADOPT, PUBLISH, VISIBLE, CHANGE = range(9)
 DECIDE_STRATEGIES = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from chutes_lb.routing.decision import STRATEGIES, Reason, decide
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, HeadroomParams, estimate
-from chutes_lb.routing.live import LiveState, RemoteCounts
+from chutes_lb.routing.live import LiveState
+from chutes_lb.routing.remote import RemoteCounts
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote
+from chutes_lb.routing.live import LiveState
+from chutes_lb.routing.remote import RemoteCounts, aggregate_remote
 
 pytestmark = pytest.mark.unit
 

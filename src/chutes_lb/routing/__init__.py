@@ -2,7 +2,7 @@
 
 Pure parts (no I/O, clock and random source passed in): :mod:`.estimate` (what the router
 believes about one chute), :mod:`.decision` (the strategies), :mod:`.live` (per-process
-bookkeeping and the in-flight exchange), :mod:`.pace` (slowness against the fleet),
+bookkeeping), :mod:`.remote` (the in-flight exchange), :mod:`.pace` (slowness against the fleet),
 :mod:`.ledger` (open attempts), :mod:`.core` (the routing core that ties them together),
 :mod:`.metrics` (the metrics seam). Async loops over a ``SnapshotStore``: :mod:`.follower`,
 :mod:`.sharing`. The LiteLLM adapter: :mod:`.hook` (the only module that imports LiteLLM; not
@@ -12,7 +12,8 @@ Nothing in this package imports ``chutes_lb.proxy`` (a test enforces it). See do
 """
 from chutes_lb.routing.decision import DEFAULT_STRATEGY, STRATEGIES, Decision, Reason, decide
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate
-from chutes_lb.routing.live import OUTCOMES, ChuteLive, LiveState, RemoteCounts, aggregate_remote, exchange
+from chutes_lb.routing.live import OUTCOMES, ChuteLive, LiveState
+from chutes_lb.routing.remote import RemoteCounts, aggregate_remote, exchange
 
 __all__ = [
     "DEFAULT_PARAMS", "DEFAULT_STRATEGY", "STRATEGIES", "Candidate", "CandidateSet", "Decision", "Estimate",

@@ -29,7 +29,8 @@ from chutes_lb.routing.affinity import SessionMemo
 from chutes_lb.routing.decision import Affinity, decide
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate, penalty_active
 from chutes_lb.routing.ledger import Attempt, AttemptLedger
-from chutes_lb.routing.live import LiveState, RemoteCounts, aggregate_remote, exchange
+from chutes_lb.routing.live import LiveState
+from chutes_lb.routing.remote import RemoteCounts, aggregate_remote, exchange
 from chutes_lb.routing.metrics import RoutingMetrics
 from chutes_lb.routing.report import DecisionReport
 from chutes_lb.settings import Settings

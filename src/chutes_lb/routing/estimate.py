@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple, Sequence
 
-from chutes_lb.routing.live import ChuteLive, RemoteCounts
+from chutes_lb.routing.live import ChuteLive
+from chutes_lb.routing.remote import RemoteCounts
 
 __all__ = ["Candidate", "CandidateSet", "HeadroomParams", "DEFAULT_PARAMS", "Estimate", "estimate", "busy_slots",
            "penalty_active", "is_slow", "others"]

@@ -1,6 +1,6 @@
 """The in-flight exchange loop: every ``interval`` (with jitter) each worker publishes its own
 in-flight counts through the :class:`~chutes_lb.snapshot.SnapshotStore` and reads the other
-workers', which the core folds in with the pure :func:`chutes_lb.routing.live.exchange` (the DES
+workers', which the core folds in with the pure :func:`chutes_lb.routing.remote.exchange` (the DES
 calls the same function). The loop also sweeps attempts whose callback never came and refreshes
 the per-chute estimates behind ``/info`` and the gauges.
 
