@@ -19,7 +19,8 @@ if __package__ in (None, ""):
 from chutes_lb.routing.affinity import SessionMemo, session_key  # noqa: E402
 from chutes_lb.routing.decision import STRATEGIES, Affinity, decide  # noqa: E402
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, estimate  # noqa: E402
-from chutes_lb.routing.live import LiveState, RemoteCounts  # noqa: E402
+from chutes_lb.routing.live import LiveState  # noqa: E402
+from chutes_lb.routing.remote import RemoteCounts  # noqa: E402
 
 
 def build(n: int, rng: random.Random) -> tuple[list[Candidate], LiveState]:
