@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,13 +82,16 @@ def start_stack(redis_url: str, prefix: str, *, refresh_seconds: float = 1.0, ti
 CHAT = {"model": "chutes-models", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 40}
 
 
-async def _burst(url: str, n: int, body: dict[str, Any], timeout: float) -> list[tuple[int, str | None]]:
+async def _burst(url: str, n: int, body: dict[str, Any], timeout: float, distinct: bool) -> list[tuple[int, str | None]]:
     headers = {"Authorization": f"Bearer {MASTER_KEY}"}
     limits = httpx.Limits(max_connections=n + 5, max_keepalive_connections=n + 5)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout, limits=limits) as client:
         async def one() -> tuple[int, str | None]:
+            sent = body
+            if distinct:  # a conversation of its own: no session affinity between the requests
+                sent = {**body, "messages": [{"role": "user", "content": f"hello {uuid.uuid4().hex}"}]}
             try:
-                r = await client.post("/v1/chat/completions", json=body)
+                r = await client.post("/v1/chat/completions", json=sent)
                 return r.status_code, r.headers.get("x-litellm-model-id")
             except httpx.HTTPError as exc:
                 return -1, type(exc).__name__
@@ -95,9 +99,12 @@ async def _burst(url: str, n: int, body: dict[str, Any], timeout: float) -> list
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
-def burst(url: str, n: int, body: dict[str, Any] | None = None, timeout: float = 60.0) -> list[tuple[int, str | None]]:
-    """``n`` concurrent chat requests; (status, serving chute id) each; -1 = transport error."""
-    return asyncio.run(_burst(url, n, body or CHAT, timeout))
+def burst(url: str, n: int, body: dict[str, Any] | None = None, timeout: float = 60.0,
+          distinct: bool = False) -> list[tuple[int, str | None]]:
+    """``n`` concurrent chat requests; (status, serving chute id) each; -1 = transport error.
+    ``distinct``: each request opens its own conversation (same-prompt requests share a session
+    key, so affinity would send them to one chute)."""
+    return asyncio.run(_burst(url, n, body or CHAT, timeout, distinct))
 
 
 def shares(results: list[tuple[int, str | None]]) -> Counter[str]:

@@ -234,8 +234,10 @@ def test_a_client_that_stalls_its_body_gets_408_and_others_are_served(stack: Sta
 
 def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
     """Decode pace from the proxy's own responses: a chute 3x slower than the fleet stops getting
-    new requests while the others have room, though its slots and utilization look fine."""
-    before = shares(burst(stack.url, 8) + burst(stack.url, 8))
+    new requests while the others have room, though its slots and utilization look fine. (Each
+    request is its own conversation: this is the pick without a session; a session's own chute
+    that turns slow is dropped the same way, tests/unit/test_affinity.py.)"""
+    before = shares(burst(stack.url, 8, distinct=True) + burst(stack.url, 8, distinct=True))
     assert before["test/big"] >= 4, before  # 16 of 28 slots: the big chute normally leads
     stack.sim.set_chute(BIG, speed=0.25)  # ~0.4 s of decode becomes ~1.6 s (timeout 4 s)
     slow_seen: dict[str, bool] = {}
@@ -244,7 +246,7 @@ def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
     while time.monotonic() < deadline:  # both workers learn it from the responses they get back
         # (each worker learns from its own traffic; the kernel may hand one worker most of the
         # connections on a busy machine, so the bound is time, not a number of bursts)
-        assert all(status == 200 for status, _ in burst(stack.url, 8))
+        assert all(status == 200 for status, _ in burst(stack.url, 8, distinct=True))
         for _ in range(8):  # /info is answered by whichever worker accepts the connection
             info = httpx.get(stack.url + "/info", headers=auth(), timeout=30).json()
             big = next(d for d in info["deployments"] if d["chute_id"] == BIG)
@@ -254,7 +256,7 @@ def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
         if len(slow_seen) == 2 and all(slow_seen.values()):
             break
     assert len(slow_seen) == 2 and all(slow_seen.values()), (slow_seen, last)
-    after = shares(burst(stack.url, 6) + burst(stack.url, 6) + burst(stack.url, 6))
+    after = shares(burst(stack.url, 6, distinct=True) + burst(stack.url, 6, distinct=True) + burst(stack.url, 6, distinct=True))
     assert sum(after.values()) == 18
     assert after["test/big"] <= 3, (before, after)  # the medium and small chutes have 12 slots
     text = stack.proxy.metrics_text()  # the dashboard's view of it (max over workers)

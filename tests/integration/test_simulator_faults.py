@@ -18,7 +18,7 @@ from sim_fleets import FAST_ID, FLEET, TIME_SCALE
 pytestmark = pytest.mark.integration
 MSG = [{"role": "user", "content": "x"}]
 STATE_FIELDS = {"chute_id", "name", "instances", "concurrency", "in_flight", "speed", "ttft_scale", "error_rate", "error_status",
-                "hang", "cut_after_tokens", "reset_rate", "served", "rejected_429", "reject_share", "prefill_rate", "cache_tokens",
+                "hang", "cut_after_tokens", "reset_rate", "served", "received", "rejected_429", "reject_share", "prefill_rate", "cache_tokens",
                 "context_length", "prompt_tokens", "cached_tokens", "instance_state"}
 
 
