@@ -8,13 +8,15 @@ LOG_LEVEL info, strategy headroom) in front of a zero-latency simulator (SIM_TIM
 ``simulator/fleet-bench.yaml``: 4 chutes x 1,024 slots, never full). Load: wrk, 1 thread,
 ``--connections`` keep-alive connections, ``--duration`` s per measurement, max_tokens 16.
 
-Cells: 3 APIs x 2 prompt sizes (short: a few words per turn; long: ~50 KB of code in the
+Cells: 3 APIs (and chat-parts, below) x 2 prompt sizes (short: a few words per turn; long: ~50 KB of code in the
 conversation) x plain and streamed. The conversation is the same everywhere: a system prompt,
 user, assistant, user. Chat sends strings; Messages sends text blocks (as Claude Code does) and
 ``system`` as a block; Responses sends ``instructions`` and message items with
 ``input_text``/``output_text`` parts (as Codex CLI does). Streams of every API ask for usage
 (chat with ``stream_options.include_usage``, which the translated APIs set themselves), so the
-upstream traffic is the same and the difference is the translation.
+upstream traffic is the same and the difference is the translation. ``chat-parts`` is chat with
+each turn's content as a list of text parts, the shape both translations hand to LiteLLM (it
+shows how much of their cost is that shape, measured, not the translation code).
 
 Rounds are interleaved: in each round every (size, mode) block runs its three APIs back to back
 (the order rotates from round to round), so a round's ``messages / chat`` ratio is paired.
@@ -26,7 +28,7 @@ request per cell is read and its shape checked before measuring, and after each 
 proxy's own ``chutes_lb_requests_total`` must show no outcome but ``ok`` (and ``cancelled`` for
 the few requests wrk cuts when it stops).
 
-    .venv/bin/python benchmarks/api_cost.py                   # ~12 min on 2 cores
+    .venv/bin/python benchmarks/api_cost.py                   # ~15 min on 2 cores
     .venv/bin/python benchmarks/api_cost.py --rounds 3 --duration 3 --sizes long
     .venv/bin/python benchmarks/api_cost.py --smoke           # ~1 min, used by the tests
 """
@@ -56,8 +58,9 @@ from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 
 FLEET_PATH = ROOT / "simulator" / "fleet-bench.yaml"
 TARGET = 1.15  # translated API / chat, CPU per request, upper bound of the interval
-APIS = ("chat", "messages", "responses")
-PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses"}
+APIS = ("chat", "messages", "responses", "chat-parts")
+TRANSLATED = ("messages", "responses")  # the verdicts; chat-parts explains them
+PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses", "chat-parts": "/v1/chat/completions"}
 MODEL = "chutes-models"
 MAX_TOKENS = 16
 SYSTEM = "You are a coding assistant working in the user's repository. Answer briefly and precisely."
@@ -90,9 +93,11 @@ def conversation(size: str, long_kb: float) -> list[tuple[str, str]]:
 
 def payload(api: str, turns: list[tuple[str, str]], stream: bool) -> dict[str, Any]:
     """The conversation in ``api``'s own shape."""
-    if api == "chat":
+    if api in ("chat", "chat-parts"):
+        def content(t: str) -> Any:
+            return t if api == "chat" else [{"type": "text", "text": t}]
         body: dict[str, Any] = {"model": MODEL, "max_tokens": MAX_TOKENS,
-                                "messages": [{"role": "system", "content": SYSTEM}, *({"role": r, "content": t} for r, t in turns)]}
+                                "messages": [{"role": "system", "content": SYSTEM}, *({"role": r, "content": content(t)} for r, t in turns)]}
         if stream:
             body["stream_options"] = {"include_usage": True}
     elif api == "messages":
@@ -111,6 +116,7 @@ def payload(api: str, turns: list[tuple[str, str]], stream: bool) -> dict[str, A
 
 def check_answer(api: str, stream: bool, status: int, text: str) -> str | None:
     """None when the answer is a whole, successful one of ``api``'s shape, else what is wrong."""
+    api = "chat" if api == "chat-parts" else api
     if status != 200:
         return f"HTTP {status}: {text[:200]}"
     if stream:
@@ -163,10 +169,11 @@ Cell = tuple[str, str, str]  # api, size, mode
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     chutes = fleet_chutes()
     bodies: dict[Cell, bytes] = {}
+    apis = APIS if args.chat_parts else APIS[:3]
     for size in args.sizes:
         turns = conversation(size, args.long_kb)
         for mode in args.modes:
-            for api in APIS:
+            for api in apis:
                 bodies[(api, size, mode)] = json.dumps(payload(api, turns, mode == "stream")).encode()
     rounds: dict[str, list[dict[str, float]]] = {"|".join(c): [] for c in bodies}
     with ExitStack() as stack:
@@ -195,8 +202,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             log(f"round {r + 1}/{args.rounds}")
             for b in range(len(blocks)):
                 size, mode = blocks[(b + r) % len(blocks)]
-                for a in range(len(APIS)):
-                    api = APIS[(a + r) % len(APIS)]
+                for a in range(len(apis)):
+                    api = apis[(a + r) % len(apis)]
                     rounds[f"{api}|{size}|{mode}"].append(measure(args, proxy, (api, size, mode), bodies[(api, size, mode)], workdir))
     return {"rounds": rounds}
 
@@ -208,7 +215,8 @@ def measure(args: argparse.Namespace, proxy: ProxyProcess, cell: Cell, body: byt
     r = wrk_post(proxy.base_url + PATHS[api], body, args.duration, args.connections, workdir, name="load")
     cpu = meter.stop()
     after = outcomes(proxy)
-    delta = {o: after.get((a, o), 0.0) - before.get((a, o), 0.0) for (a, o) in after if a == api}
+    label = "chat" if api == "chat-parts" else api  # the proxy's api label
+    delta = {o: after.get((a, o), 0.0) - before.get((a, o), 0.0) for (a, o) in after if a == label}
     r["proxy_cores"] = cpu["proxy_cores"]
     r["machine_busy"] = cpu["machine_busy_fraction"]
     r["cpu_ms"] = 1000.0 * cpu["proxy_cores"] * cpu["wall_seconds"] / r["requests"] if r["requests"] else float("nan")
@@ -233,6 +241,8 @@ def analyse(args: argparse.Namespace, result: dict[str, Any]) -> list[dict[str, 
             row: dict[str, Any] = {"size": size, "mode": mode, "chat_cpu_ms": statistics.median(x["cpu_ms"] for x in chat),
                                    "chat_rps": statistics.median(x["rps"] for x in chat)}
             for api in APIS[1:]:
+                if f"{api}|{size}|{mode}" not in rounds:
+                    continue
                 cells = rounds[f"{api}|{size}|{mode}"]
                 paired = [ratio(x["cpu_ms"], c["cpu_ms"]) for x, c in zip(cells, chat)]
                 iv = bootstrap(paired)
@@ -251,10 +261,12 @@ def write_report(out_dir: Path, info: dict[str, str], args: argparse.Namespace, 
     def iv(d: dict[str, Any]) -> str:
         return Interval(**{k: d[k] for k in ("point", "lo", "hi", "conf", "n")}).text()
 
+    parts = all("chat-parts" in r for r in rows)
     table = [[r["size"], r["mode"], fmt(r["chat_cpu_ms"]), fmt(r["messages"]["cpu_ms"]), fmt(r["responses"]["cpu_ms"]),
               f"{iv(r['messages']['interval'])} {r['messages']['verdict']}", f"{iv(r['responses']['interval'])} {r['responses']['verdict']}",
+              *([iv(r["chat-parts"]["interval"])] if parts else []),
               f"{fmt(r['chat_rps'], 0)} / {fmt(r['messages']['rps'], 0)} / {fmt(r['responses']['rps'], 0)}"] for r in rows]
-    verdicts = [r[a]["verdict"] for r in rows for a in APIS[1:]]
+    verdicts = [r[a]["verdict"] for r in rows for a in TRANSLATED]
     overall = "PASS" if all(v == "PASS" for v in verdicts) else "MISS"
     prompt_chars = {s: sum(len(t) for _, t in conversation(s, args.long_kb)) + len(SYSTEM) for s in args.sizes}
     lines = [f"# Translation cost of the agents' APIs ({info['date']})", "",
@@ -265,10 +277,15 @@ def write_report(out_dir: Path, info: dict[str, str], args: argparse.Namespace, 
              f"{MAX_TOKENS}; {args.rounds} interleaved rounds. Prompt text: "
              + ", ".join(f"{s} {prompt_chars[s]:,} characters" for s in prompt_chars) + ".", "",
              md_table(["prompt", "mode", "chat CPU ms/req", "messages CPU ms/req", "responses CPU ms/req",
-                       "messages / chat [95% CI]", "responses / chat [95% CI]", "req/s chat / messages / responses"], table), "",
+                       "messages / chat [95% CI]", "responses / chat [95% CI]", *(["chat-parts / chat [95% CI]"] if parts else []),
+                       "req/s chat / messages / responses"], table), "",
              f"CPU ms/req: medians over rounds. Ratios: mean of the paired per-round ratios with a 95% bootstrap interval "
              f"over rounds; verdict PASS when the whole interval is at most {TARGET}x chat. "
              f"**Overall: {overall}** ({verdicts.count('PASS')} of {len(verdicts)} ratios PASS).", ""]
+    if parts:
+        lines += ["chat-parts: the same chat request with every user and assistant turn as a list of text parts "
+                  "(`[{\"type\": \"text\", ...}]`), the shape the two translations hand to LiteLLM: how much of their cost "
+                  "is that shape rather than the translation code (no verdict).", ""]
     failed = sum(x["failed"] for v in result["rounds"].values() for x in v)
     cancelled = sum(x["cancelled"] for v in result["rounds"].values() for x in v)
     lines += [f"Every measured answer was a 200; the proxy counted {failed:.0f} failed requests and {cancelled:.0f} cancelled "
@@ -282,8 +299,10 @@ def write_report(out_dir: Path, info: dict[str, str], args: argparse.Namespace, 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=8, help="interleaved rounds (default 8)")
-    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    ap.add_argument("--rounds", type=int, default=14, help="interleaved rounds (default 14)")
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement (default 3)")
+    ap.add_argument("--no-chat-parts", dest="chat_parts", action="store_false", default=True,
+                    help="skip the chat-parts cells (chat with content as text parts, the translations' shape)")
     ap.add_argument("--connections", type=int, default=8, help="wrk connections (default 8; 1 worker)")
     ap.add_argument("--sizes", default="short,long", help="prompt sizes: short,long (default both)")
     ap.add_argument("--modes", default="plain,stream", help="plain,stream (default both)")

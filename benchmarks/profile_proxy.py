@@ -4,10 +4,15 @@
 Starts the same set-up as ``overhead.py`` / ``api_cost.py`` (Redis, zero-latency simulator on
 ``simulator/fleet-bench.yaml``, poller, our proxy with 1 worker at its default LOG_LEVEL info;
 or ``--stock``: plain LiteLLM with LITELLM_LOG=ERROR, chat only), warms it up, then records the
-worker with ``py-spy record --nonblocking`` (sampling without pausing it) while wrk sends the
-chosen API / prompt size / mode (the payloads of ``api_cost.py``) for ``--seconds``.
+worker with ``py-spy record --gil`` (it pauses the worker for each sample: with
+``--nonblocking`` a third of the stacks came back torn, without their root frames; only the
+thread that holds the GIL is sampled, so a pool thread blocked in ``queue.get`` is not counted as
+busy, which py-spy's idle detection gets wrong) while wrk sends the chosen API / prompt size
+/ mode (the payloads of ``api_cost.py``) for ``--seconds``.
 
-py-spy leaves idle samples out, so every percentage below is a share of the worker's CPU:
+Every percentage below is a share of the samples that held the GIL, i.e. of the worker's Python
+CPU (C code that releases the GIL, e.g. in socket calls, is not in it); ms / request = that share
+x the worker's measured CPU ms per request (all of its CPU, so an upper estimate):
 
 - **self**: the function on top of the stack (where the CPU was spent);
 - **inclusive**: the function anywhere on the stack (what it and its callees cost);
@@ -22,6 +27,8 @@ venv (it ships as a binary wheel). Attaching needs ptrace (root or CAP_SYS_PTRAC
 
     .venv/bin/python benchmarks/profile_proxy.py --api messages --size long --mode stream
     .venv/bin/python benchmarks/profile_proxy.py --api chat --size short --mode plain --stock
+    .venv/bin/python benchmarks/profile_proxy.py --diff benchmarks/out/profile/ours-chat-short-plain.json \
+        benchmarks/out/profile/ours-responses-short-plain.json      # where B spends more per request than A
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -49,6 +57,22 @@ from chutes_lb.localstack import RedisServer  # noqa: E402
 from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 
 FLEET_PATH = ROOT / "simulator" / "fleet-bench.yaml"
+#: layers of a request, by file prefix; a sample is charged to the layer of its innermost frame that
+#: matches one (so a translation layer that pulls chunks from LiteLLM's chat stream wrapper is not
+#: charged for the wrapper's own work)
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("translation (Messages / Responses <-> chat)", ("chutes_lb/proxy/messages.py", "chutes_lb/proxy/responses.py",
+                                                     "litellm/llms/anthropic/pass_through/", "litellm/responses/")),
+    ("LiteLLM chat stream wrapper", ("litellm/litellm_core_utils/streaming_handler.py", "litellm/litellm_core_utils/streaming_chunk_builder_utils.py")),
+    ("LiteLLM logging and callbacks", ("litellm/litellm_core_utils/litellm_logging.py", "litellm/litellm_core_utils/logging_worker.py",
+                                       "litellm/integrations/", "litellm_enterprise/", "litellm/cost_calculator.py")),
+    ("our routing hook (chutes_lb.routing)", ("chutes_lb/routing/",)),
+    ("our routes, gateway and middleware (chutes_lb.proxy)", ("chutes_lb/proxy/",)),
+    ("LiteLLM router", ("litellm/router.py", "litellm/router_utils/", "litellm/router_strategy/")),
+    ("LiteLLM completion and OpenAI client", ("litellm/", "openai/")),
+    ("HTTP client (aiohttp, httpx)", ("aiohttp/", "httpx/", "httpcore/")),
+    ("uvicorn / ASGI / event loop", ("uvicorn/", "starlette/", "fastapi/", "asyncio/", "uvloop/", "chutes_lb/")),
+]
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
@@ -94,6 +118,15 @@ def package_of(name: str) -> str:
     return parts[0]
 
 
+def layer_of(names: list[str]) -> str:
+    """The :data:`LAYERS` name of the innermost frame (of ``names``, root first) that matches one."""
+    for n in reversed(names):
+        for layer, prefixes in LAYERS:
+            if n.startswith(prefixes):
+                return layer
+    return "other (no frame of a known layer)"
+
+
 def summarise(samples: Iterable[tuple[list[str], int]], top: int = 25) -> dict[str, list[tuple[str, float]]]:
     samples = list(samples)
     total = sum(c for _, c in samples) or 1
@@ -101,12 +134,14 @@ def summarise(samples: Iterable[tuple[list[str], int]], top: int = 25) -> dict[s
     incl: Counter[str] = Counter()
     pkg: Counter[str] = Counter()
     ours: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
     for stack, count in samples:
         names = [frame_name(f) for f in stack]
         if not names:
             continue
         self_c[names[-1]] += count
         pkg[package_of(names[-1])] += count
+        layers[layer_of(names)] += count
         for n in set(names):
             incl[n] += count
         inner = next((n for n in reversed(names) if n.startswith("chutes_lb/")), None)
@@ -116,7 +151,26 @@ def summarise(samples: Iterable[tuple[list[str], int]], top: int = 25) -> dict[s
         return [(k, 100.0 * v / total) for k, v in c.most_common(n)]
 
     return {"self": pct(self_c, top), "inclusive": pct(incl, top), "package": pct(pkg, top), "ours": pct(ours, top),
+            "layer": pct(layers, top),
             "samples": [("total", float(total))]}
+
+
+def diff(a_path: Path, b_path: Path, top: int = 20) -> str:
+    """Per function, B's ms / request minus A's (inclusive, self, and charged to our innermost
+    frame): where one path spends more than another (e.g. a translated API against chat)."""
+    a, b = json.loads(a_path.read_text()), json.loads(b_path.read_text())
+    lines = [f"# {b_path.stem} minus {a_path.stem}", "",
+             f"CPU ms per request: {a['cpu_ms_per_request']:.2f} ({a_path.stem}) and {b['cpu_ms_per_request']:.2f} ({b_path.stem}), "
+             f"difference {b['cpu_ms_per_request'] - a['cpu_ms_per_request']:+.2f}. Each row: share x that profile's CPU ms per request.", ""]
+    for key, title in (("layer", "by layer"), ("ours", "charged to the innermost chutes_lb frame"), ("inclusive", "inclusive"),
+                       ("self", "self")):
+        ma = {k: v * a["cpu_ms_per_request"] / 100 for k, v in a[key]}
+        mb = {k: v * b["cpu_ms_per_request"] / 100 for k, v in b[key]}
+        rows = sorted(set(ma) | set(mb), key=lambda k: -abs(mb.get(k, 0.0) - ma.get(k, 0.0)))[:top]
+        lines += [f"## {title}", "", md_table(["where", a_path.stem, b_path.stem, "difference (ms / request)"],
+                                                [[f"`{k}`", f"{ma.get(k, 0.0):.3f}", f"{mb.get(k, 0.0):.3f}", f"{mb.get(k, 0.0) - ma.get(k, 0.0):+.3f}"]
+                                                 for k in rows]), ""]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------- run
@@ -136,11 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-kb", type=float, default=50.0)
     ap.add_argument("--stock", action="store_true", help="profile stock LiteLLM (LITELLM_LOG=ERROR) instead of ours (chat only)")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of sampling under load (default 20)")
-    ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second (default 200)")
+    ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second (default 100)")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "profile"))
+    ap.add_argument("--diff", nargs=2, metavar=("A_JSON", "B_JSON"), help="only compare two earlier profiles (B minus A)")
     args = ap.parse_args(argv)
+    if args.diff:
+        print(diff(Path(args.diff[0]), Path(args.diff[1]), args.top))
+        return 0
     if args.stock and args.api != "chat":
         ap.error("--stock profiles chat only (stock LiteLLM forwards the other APIs to the upstream's own routes)")
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -183,27 +241,34 @@ def main(argv: list[str] | None = None) -> int:
         loader = threading.Thread(target=lambda: load.update(wrk_post(url, body, args.seconds + 4, args.connections, workdir, name="load")))
         loader.start()
         threading.Event().wait(1.0)  # wrk's connections are open and busy
+        cpu0, t0 = process_cpu_seconds(proc.process.pid).get(pid, 0.0), time.monotonic()
         spy_run = subprocess.run([spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate", str(args.rate),
-                                  "--format", "raw", "--output", str(raw_path), "--nonblocking"],
+                                  "--format", "raw", "--output", str(raw_path), "--full-filenames", "--gil"],
                                  capture_output=True, text=True, timeout=args.seconds + 60)
+        worker_cores = (process_cpu_seconds(proc.process.pid).get(pid, 0.0) - cpu0) / max(time.monotonic() - t0, 1e-9)
         loader.join(timeout=args.seconds + 60)
         if spy_run.returncode != 0 or not raw_path.exists():
             raise RuntimeError(f"py-spy failed ({spy_run.returncode}): {spy_run.stderr[-2000:]}")
-    summary = summarise(parse_raw(raw_path.read_text()), args.top)
+    summary = summarise(parse_raw(raw_path.read_text()), top=100_000)  # everything in the JSON, the top in the report
     total = int(summary.pop("samples")[0][1])
+    cpu_ms = 1000.0 * worker_cores / load["rps"] if load.get("rps") else float("nan")
     lines = [f"# Profile of one proxy worker: {name} ({info['date']})", "",
              f"{'Stock LiteLLM (LITELLM_LOG=ERROR)' if args.stock else 'Our proxy (LOG_LEVEL info)'}, 1 worker, pid {pid}; "
              f"wrk {args.connections} connections, {load.get('rps', float('nan')):.1f} req/s; py-spy {args.rate} Hz for "
-             f"{args.seconds:g} s, {total} non-idle samples. Machine: {info['cores']} cores, load average "
+             f"{args.seconds:g} s, {total} samples holding the GIL; the worker used {worker_cores:.2f} cores meanwhile, "
+             f"**{cpu_ms:.2f} CPU ms per request**. Machine: {info['cores']} cores, load average "
              f"{info['load_average_start']} at start, {load_average()} at end.", "",
-             "Percentages are shares of the worker's CPU (idle samples left out).", ""]
-    titles = {"package": "Self time by package", "ours": "Charged to the innermost chutes_lb frame (our function + what it called)",
+             "Percentages are shares of the samples holding the GIL (the worker's Python CPU); ms / request = share x the "
+             "worker's CPU ms per request.", ""]
+    titles = {"layer": "By layer (innermost frame of a known layer, see LAYERS)", "package": "Self time by package", "ours": "Charged to the innermost chutes_lb frame (our function + what it called)",
               "self": "Self time (top of stack)", "inclusive": "Inclusive time (anywhere on the stack)"}
-    for key in ("package", "ours", "self", "inclusive"):
-        lines += [f"## {titles[key]}", "", md_table(["where", "% of CPU"], [[f"`{k}`", f"{v:.1f}"] for k, v in summary[key]]), ""]
+    for key in ("layer", "package", "ours", "self", "inclusive"):
+        lines += [f"## {titles[key]}", "", md_table(["where", "% of CPU", "ms / request"],
+                                                    [[f"`{k}`", f"{v:.1f}", f"{v * cpu_ms / 100:.3f}"] for k, v in summary[key][:args.top]]), ""]
     report = out_dir / f"{name}.md"
     report.write_text("\n".join(lines))
     (out_dir / f"{name}.json").write_text(json.dumps({"info": info, "args": vars(args), "pid": pid, "load": load,
+                                                      "worker_cores": worker_cores, "cpu_ms_per_request": cpu_ms,
                                                       "samples": total, **summary}, indent=1))
     log(f"report: {report}")
     print(report.read_text())

@@ -80,7 +80,7 @@ def test_api_cost_smoke(tmp_path: Path) -> None:
     _run("api_cost.py", tmp_path)
     report = (tmp_path / "report.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results["rounds"]) == 3 * 2 * 2  # chat, messages, responses x short, long x plain, stream
+    assert len(results["rounds"]) == 4 * 2 * 2  # chat, messages, responses, chat-parts x short, long x plain, stream
     for cell, rounds in results["rounds"].items():
         (r,) = rounds
         assert r["requests"] > 0 and r["non_2xx"] == 0 and r["failed"] == 0, cell

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.profile_proxy import frame_name, package_of, parse_raw, summarise
+from benchmarks.profile_proxy import frame_name, layer_of, package_of, parse_raw, summarise
 
 pytestmark = pytest.mark.unit
 
@@ -35,3 +35,18 @@ def test_summary_shares() -> None:
     assert dict(s["ours"]) == pytest.approx({"chutes_lb/proxy/gateway.py:call": 60.0, "chutes_lb/proxy/middleware.py:__call__": 20.0,
                                              "(no chutes_lb frame)": 20.0})
     assert dict(s["package"]) == pytest.approx({"json": 60.0, "chutes_lb.proxy": 20.0, "litellm.litellm_core_utils": 20.0})
+
+
+def test_layers_charge_the_innermost_known_frame() -> None:
+    s = summarise(parse_raw(RAW))
+    # json under litellm/router.py -> LiteLLM router; middleware alone -> ours; the logging worker -> logging
+    assert dict(s["layer"]) == pytest.approx({"LiteLLM router": 60.0, "our routes, gateway and middleware (chutes_lb.proxy)": 20.0,
+                                              "LiteLLM logging and callbacks": 20.0})
+    wrapper = ["_anthropic_sse (/w/src/chutes_lb/proxy/agent_api.py:1)",
+               "AnthropicStreamWrapper.__anext__ (/v/site-packages/litellm/llms/anthropic/pass_through/adapters/streaming_iterator.py:9)",
+               "CustomStreamWrapper.__anext__ (/v/site-packages/litellm/litellm_core_utils/streaming_handler.py:5)",
+               "BaseModel.model_dump (/v/site-packages/pydantic/main.py:3)"]
+    names = [frame_name(f) for f in wrapper]
+    assert layer_of(names) == "LiteLLM chat stream wrapper"  # the translation is not charged for the chat stream's work
+    assert layer_of(names[:2] + names[3:]) == "translation (Messages / Responses <-> chat)"
+    assert layer_of(["json/__init__.py:dumps"]) == "other (no frame of a known layer)"
