@@ -22,7 +22,7 @@ Rounds are interleaved: in each round every (size, mode) block runs its three AP
 (the order rotates from round to round), so a round's ``messages / chat`` ratio is paired.
 "CPU ms / request" = CPU of the proxy's process group (``/proc``) during the measurement / the
 answers wrk read to their end. Each ratio is reported with a 95% bootstrap interval over rounds
-(``common.bootstrap``, mean of the paired per-round ratios); the verdict uses the interval's
+(``common.round_interval`` over ``benchmarks/stats.py``, mean of the paired per-round ratios); the verdict uses the interval's
 upper bound (PASS only when the whole interval is at most 1.15x). Every answer is checked: one
 request per cell is read and its shape checked before measuring, and after each measurement the
 proxy's own ``chutes_lb_requests_total`` must show no outcome but ``ok`` (and ``cancelled`` for
@@ -47,8 +47,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ROOT, MASTER_KEY, CpuMeter, bootstrap, fmt, litellm_config, load_average, log, machine_info,  # noqa: E402
-                    md_table, ratio, start_all, wrk_post)
+from common import (ROOT, MASTER_KEY, CpuMeter, fmt, interval, interval_text, litellm_config, load_average, log,  # noqa: E402
+                    machine_info, md_table, ratio, round_interval, start_all, wrk_post)
 
 import yaml  # noqa: E402
 
@@ -245,21 +245,17 @@ def analyse(args: argparse.Namespace, result: dict[str, Any]) -> list[dict[str, 
                     continue
                 cells = rounds[f"{api}|{size}|{mode}"]
                 paired = [ratio(x["cpu_ms"], c["cpu_ms"]) for x, c in zip(cells, chat)]
-                iv = bootstrap(paired)
+                iv = round_interval(paired)
                 row[api] = {"cpu_ms": statistics.median(x["cpu_ms"] for x in cells), "rps": statistics.median(x["rps"] for x in cells),
-                            "paired": paired, "interval": iv.as_dict(), "verdict": "PASS" if iv.within(TARGET) else "MISS"}
+                            "paired": paired, "interval": iv, "verdict": "PASS" if interval(iv).within(TARGET) else "MISS"}
             rows.append(row)
     return rows
 
 
 def write_report(out_dir: Path, info: dict[str, str], args: argparse.Namespace, result: dict[str, Any]) -> Path:
-    from common import Interval
-
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = analyse(args, result)
-
-    def iv(d: dict[str, Any]) -> str:
-        return Interval(**{k: d[k] for k in ("point", "lo", "hi", "conf", "n")}).text()
+    iv = interval_text
 
     parts = all("chat-parts" in r for r in rows)
     table = [[r["size"], r["mode"], fmt(r["chat_cpu_ms"]), fmt(r["messages"]["cpu_ms"]), fmt(r["responses"]["cpu_ms"]),

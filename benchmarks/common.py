@@ -5,8 +5,9 @@ load average) for the reports, CPU accounting of process groups, of each process
 and of the whole machine (``/proc``) so a report can say how much headroom the proxy had and
 whether every worker served, LiteLLM configs generated for a fleet (with or without our routing
 callback), starting several processes at once with every one of them stopped on the way out,
-one ``wrk`` run posting a body from a file, percentiles, and a bootstrap interval over rounds
-(:func:`bootstrap`) for verdicts that must hold for the whole interval.
+one ``wrk`` run posting a body from a file, percentiles, and the interval of a mean over rounds
+(:func:`round_interval`, through ``benchmarks/stats.py``) for verdicts that must hold for the
+whole interval.
 
 Nothing here talks to anything but 127.0.0.1.
 """
@@ -23,13 +24,13 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+for _path in (ROOT / "src", ROOT):  # chutes_lb, and benchmarks.stats
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
@@ -274,46 +275,31 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 # ---------------------------------------------------------------------------- intervals
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate with a ``conf`` (e.g. 95%) interval ``[lo, hi]``."""
+def round_interval(values: Sequence[float], n_boot: int = 10_000, conf: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """The mean of per-round values (e.g. each round's paired ratio ours / stock) with its
+    percentile bootstrap interval, rounds resampled with replacement: ``benchmarks/stats.py``'s
+    ``bootstrap_stat`` (the project's one bootstrap), seeded, so a report re-renders the same.
 
-    point: float
-    lo: float
-    hi: float
-    conf: float = 0.95
-    n: int = 0  # values it rests on (rounds)
+    Returned as a dict (``point``, ``lo``, ``hi``, ``conf``, ``n`` = rounds it rests on) for the
+    results JSON; :func:`interval` turns it back into a ``stats.Interval`` for ``within`` /
+    ``above``. NaN rounds are dropped; none give NaNs; one gives a zero-width interval (the report
+    says ``n``). With few rounds (< 10) a percentile interval is somewhat too narrow."""
+    from benchmarks.stats import bootstrap_stat, mean
 
-    def within(self, bound: float) -> bool:
-        """The whole interval is at most ``bound`` (a cost target)."""
-        return self.hi <= bound
-
-    def above(self, bound: float) -> bool:
-        """The whole interval is at least ``bound`` (a throughput target)."""
-        return self.lo >= bound
-
-    def text(self, digits: int = 3) -> str:
-        return f"{fmt(self.point, digits)} [{fmt(self.lo, digits)}, {fmt(self.hi, digits)}]"
-
-    def as_dict(self) -> dict[str, float]:
-        return {"point": self.point, "lo": self.lo, "hi": self.hi, "conf": self.conf, "n": self.n}
-
-
-def bootstrap(values: Sequence[float], stat: Callable[[np.ndarray], np.ndarray] | None = None, n_boot: int = 10_000,
-              conf: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap interval of ``stat`` (default: the mean) over ``values``, one value per
-    round (e.g. a round's paired ratio ours / stock): rounds are resampled with replacement.
-
-    ``stat`` takes a 2-D array (one resample per row) and returns one value per row. Pure and
-    deterministic for a given ``seed``. NaN values are dropped; no values give NaNs; one value
-    gives a zero-width interval (one round says nothing about the spread: the report says ``n``).
-    With few rounds (< 10) the percentile interval is somewhat too narrow, never too wide."""
-    stat = stat or (lambda a: np.mean(a, axis=1))
     v = np.asarray([x for x in values if x == x], dtype=float)
     if not v.size:
-        return Interval(float("nan"), float("nan"), float("nan"), conf, 0)
-    point = float(stat(v[None, :])[0])
-    rng = np.random.default_rng(seed)
-    reps = stat(v[rng.integers(0, v.size, size=(n_boot, v.size))])
-    q = 50.0 * (1.0 - conf)
-    return Interval(point, float(np.percentile(reps, q)), float(np.percentile(reps, 100.0 - q)), conf, int(v.size))
+        return {"point": float("nan"), "lo": float("nan"), "hi": float("nan"), "conf": conf, "n": 0}
+    iv = bootstrap_stat(v, mean, np.random.default_rng(seed), n_boot=n_boot, conf=conf)
+    return {"point": iv.point, "lo": iv.lo, "hi": iv.hi, "conf": iv.conf, "n": int(v.size)}
+
+
+def interval(d: Mapping[str, float]) -> Any:
+    """A :func:`round_interval` dict as a ``benchmarks.stats.Interval``."""
+    from benchmarks.stats import Interval
+
+    return Interval(d["point"], d["lo"], d["hi"], d.get("conf", 0.95))
+
+
+def interval_text(d: Mapping[str, float], digits: int = 3) -> str:
+    """``1.010 [0.980, 1.040]``"""
+    return f"{fmt(d['point'], digits)} [{fmt(d['lo'], digits)}, {fmt(d['hi'], digits)}]"

@@ -28,7 +28,7 @@ interleaved, in an order that rotates from round to round: slow drift of the mac
 (other jobs on the same cores) hits all alike, and each round's ratios are paired. Reported:
 CPU ms per request (CPU of the proxy's process group / requests) and requests/s per path, and
 the paired per-round ratios ``ours / stock-error`` (equal log levels) and ``ours / stock`` with
-a 95% bootstrap interval over rounds (``common.bootstrap``, mean of the per-round ratios). The
+a 95% bootstrap interval over rounds (``common.round_interval`` over ``benchmarks/stats.py``, mean of the per-round ratios). The
 verdict of the 3% budget (issues 6 and 14) uses the whole interval: CPU per request ours /
 stock-error at most 1.03 (upper bound), and, reported beside it, throughput at least 0.97
 (lower bound).
@@ -60,8 +60,8 @@ from typing import Any, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ROOT, MASTER_KEY, CpuMeter, Interval, bootstrap, fmt, group_cpu_seconds, litellm_config,  # noqa: E402
-                    load_average, log, machine_info, md_table, ratio, start_all, wrk_post)
+from common import (ROOT, MASTER_KEY, CpuMeter, fmt, group_cpu_seconds, interval, interval_text, litellm_config,  # noqa: E402
+                    load_average, log, machine_info, md_table, ratio, round_interval, start_all, wrk_post)
 
 import yaml  # noqa: E402
 
@@ -371,18 +371,14 @@ def compare(rounds: Mapping[str, list[dict[str, Any]]], only_balanced: bool = Fa
             continue
         pairs = [(x, y) for x, y in zip(rounds[a], rounds[b]) if not only_balanced or (x.get("balanced", True) and y.get("balanced", True))]
         values = [ratio(x[key], y[key]) for x, y in pairs]
-        iv = bootstrap(values)
+        iv = round_interval(values)
         verdict = ""
         if kind == "cost":
-            verdict = "PASS" if iv.within(TARGET_CPU_RATIO) else "MISS"
+            verdict = "PASS" if interval(iv).within(TARGET_CPU_RATIO) else "MISS"
         elif kind == "throughput":
-            verdict = "PASS" if iv.above(TARGET_THROUGHPUT_RATIO) else "MISS"
-        out.append({"name": name, "a": a, "b": b, "metric": key, "kind": kind, "paired": values, "interval": iv.as_dict(), "verdict": verdict})
+            verdict = "PASS" if interval(iv).above(TARGET_THROUGHPUT_RATIO) else "MISS"
+        out.append({"name": name, "a": a, "b": b, "metric": key, "kind": kind, "paired": values, "interval": iv, "verdict": verdict})
     return out
-
-
-def _iv(d: Mapping[str, Any]) -> Interval:
-    return Interval(**{k: d[k] for k in ("point", "lo", "hi", "conf", "n")})
 
 
 # ---------------------------------------------------------------------------- report
@@ -413,15 +409,15 @@ def write_report(out_dir: Path, info: dict[str, str], args: argparse.Namespace, 
              "direct, the proxy's workers otherwise; HAProxy's own CPU is not counted).", "",
              "Paired per-round ratios, mean with a 95% bootstrap interval over rounds:", "",
              md_table(["comparison", "per round", "mean [95% CI]", "verdict"],
-                      [[c["name"], ", ".join(fmt(x, 3) for x in c["paired"]), _iv(c["interval"]).text(), c["verdict"]] for c in comps]), "",
+                      [[c["name"], ", ".join(fmt(x, 3) for x in c["paired"]), interval_text(c["interval"]), c["verdict"]] for c in comps]), "",
              f"**Verdict (3% budget, CPU per request ours / stock-error at equal log levels, upper bound <= {TARGET_CPU_RATIO}): "
-             f"{verdict}** ({_iv(cost['interval']).text()}). Throughput ours / stock-error {_iv(thr['interval']).text()} "
+             f"{verdict}** ({interval_text(cost['interval'])}). Throughput ours / stock-error {interval_text(thr['interval'])} "
              f"(lower bound >= {TARGET_THROUGHPUT_RATIO}: {thr['verdict']}).", ""]
     if comps_balanced:
         lines += [f"Rounds where a worker did less than {BALANCE:.0%} of an even share (wrk's connections landed unevenly): "
                   + ", ".join(f"{k} {n}" for k, n in flagged.items() if n) + ". Without those rounds:", "",
                   md_table(["comparison", "mean [95% CI]", "verdict"],
-                           [[c["name"], _iv(c["interval"]).text(), c["verdict"]] for c in comps_balanced]), ""]
+                           [[c["name"], interval_text(c["interval"]), c["verdict"]] for c in comps_balanced]), ""]
     else:
         lines += [f"Every worker did at least {BALANCE:.0%} of an even share of its proxy's CPU in every measurement.", ""]
     warm = main.get("warm_up", {})
