@@ -1,19 +1,25 @@
 """Shared helpers of the real-stack benchmarks (``routing_quality.py``, ``overhead.py``).
 
 What lives here: progress logging on stderr, a description of the machine (cores, CPU model,
-load average) for the reports, CPU accounting of process groups and of the whole machine
-(``/proc``) so a report can say how much headroom the proxy had, LiteLLM configs generated for
-a fleet (with or without our routing callback), starting several processes at once with every
-one of them stopped on the way out, and percentiles.
+load average) for the reports, CPU accounting of process groups, of each process in a group
+and of the whole machine (``/proc``) so a report can say how much headroom the proxy had and
+whether every worker served, LiteLLM configs generated for a fleet (with or without our routing
+callback), starting several processes at once with every one of them stopped on the way out,
+one ``wrk`` run posting a body from a file, percentiles, and the interval of a mean over rounds
+(:func:`round_interval`, through ``benchmarks/stats.py``) for verdicts that must hold for the
+whole interval.
 
 Nothing here talks to anything but 127.0.0.1.
 """
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import re
 import shutil
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "src") not in sys.path:
-    sys.path.insert(0, str(ROOT / "src"))
+for _path in (ROOT / "src", ROOT):  # chutes_lb, and benchmarks.stats
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
@@ -72,10 +79,10 @@ def machine_info() -> dict[str, str]:
 _CLK = os.sysconf("SC_CLK_TCK")
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """utime+stime of every live process whose process group is ``pgid`` (a ManagedProcess
-    runs in its own session, so this is the process and all its workers)."""
-    total = 0
+def process_cpu_seconds(pgid: int) -> dict[int, float]:
+    """pid -> utime+stime (seconds) of every live process whose process group is ``pgid`` (a
+    ManagedProcess runs in its own session, so this is the process and all its workers)."""
+    out: dict[int, float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -86,8 +93,21 @@ def group_cpu_seconds(pgid: int) -> float:
         fields = raw[raw.rindex(")") + 2:].split()
         # after "pid (comm) ": state ppid pgrp session ... utime(idx 11) stime(idx 12)
         if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / _CLK
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _CLK
+    return out
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """utime+stime of every live process whose process group is ``pgid``."""
+    return sum(process_cpu_seconds(pgid).values())
+
+
+def busiest_shares(before: Mapping[int, float], after: Mapping[int, float], wall: float, n: int) -> list[float]:
+    """Cores used by each of the ``n`` busiest processes between two :func:`process_cpu_seconds`
+    readings, busiest first (a process born in between counts from 0, one that is gone is left
+    out): with ``n`` = the workers of a proxy, the smallest entry says whether every worker served."""
+    used = sorted(((after[pid] - before.get(pid, 0.0)) / max(wall, 1e-9) for pid in after), reverse=True)
+    return (used + [0.0] * n)[:n]
 
 
 def machine_cpu_times() -> tuple[float, float]:
@@ -107,9 +127,18 @@ class CpuMeter:
         self._machine: tuple[float, float] = (0.0, 0.0)
         self._t = 0.0
         self.result: dict[str, float] = {}
+        self._procs: dict[str, dict[int, float]] = {}
+        self.per_process: dict[str, tuple[dict[int, float], dict[int, float], float]] = {}
+
+    def shares(self, group: str, n: int) -> list[float]:
+        """After :meth:`stop`: cores used by the ``n`` busiest processes of ``group`` (see
+        :func:`busiest_shares`)."""
+        before, after, wall = self.per_process[group]
+        return busiest_shares(before, after, wall, n)
 
     def start(self) -> "CpuMeter":
-        self._start = {k: group_cpu_seconds(p) for k, p in self.groups.items()}
+        self._procs = {k: process_cpu_seconds(p) for k, p in self.groups.items()}
+        self._start = {k: sum(v.values()) for k, v in self._procs.items()}
         self._machine = machine_cpu_times()
         self._t = time.monotonic()
         return self
@@ -118,7 +147,9 @@ class CpuMeter:
         wall = max(time.monotonic() - self._t, 1e-9)
         busy, total = machine_cpu_times()
         cores = os.cpu_count() or 1
-        self.result = {f"{k}_cores": (group_cpu_seconds(p) - self._start[k]) / wall for k, p in self.groups.items()}
+        now = {k: process_cpu_seconds(p) for k, p in self.groups.items()}
+        self.per_process = {k: (self._procs[k], v, wall) for k, v in now.items()}
+        self.result = {f"{k}_cores": (sum(now[k].values()) - self._start[k]) / wall for k in self.groups}
         self.result["machine_busy_fraction"] = (busy - self._machine[0]) / max(total - self._machine[1], 1.0)
         self.result["machine_cores"] = float(cores)
         self.result["wall_seconds"] = wall
@@ -172,6 +203,43 @@ def _quiet_stop(process: Any) -> None:
         log(f"warning: stopping {process!r} failed: {exc}")
 
 
+# ---------------------------------------------------------------------------- load
+def _unit_ms(value: str) -> float:
+    """wrk's time format (format_time_us): a number with us, ms, s, m or h."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", value.strip())
+    if not m:
+        log(f"  (unparsed wrk latency {value!r}: reported as n/a)")
+        return float("nan")
+    return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}[m.group(2)]
+
+
+def wrk_post(url: str, body: bytes | str, duration: float, connections: int, workdir: Path,
+             headers: Mapping[str, str] | None = None, name: str = "post") -> dict[str, float]:
+    """One ``wrk`` run (1 thread, ``connections`` keep-alive connections, ``duration`` seconds)
+    POSTing ``body`` (read from a file by the Lua script, so any size and any bytes work) with
+    ``Content-Type: application/json`` and the bench master key; bounded by a timeout. wrk reads
+    each answer to its end (a stream too), so "requests" counts whole answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    body_path = workdir / f"{name}.body"
+    body_path.write_bytes(body.encode() if isinstance(body, str) else body)
+    all_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}", **(headers or {})}
+    script = workdir / f"{name}.lua"
+    script.write_text("local f = assert(io.open(" + json.dumps(str(body_path)) + ", \"rb\"))\n"
+                      "wrk.body = f:read(\"*a\")\nf:close()\nwrk.method = \"POST\"\n"
+                      + "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in all_headers.items()))
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s", "--latency", "-s", str(script), url]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)) else 0
+    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    # the "Latency Distribution" lines ("     50%    3.10ms"), not a "+/- Stdev" column ending in 50%
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    return {"rps": rps, "requests": total, "non_2xx": non2xx, "socket_errors": errors,
+            "p50_ms": _unit_ms(p50.group(1)) if p50 else float("nan"), "p99_ms": _unit_ms(p99.group(1)) if p99 else float("nan")}
+
+
 # ---------------------------------------------------------------------------- numbers
 def pct(values: Sequence[float] | np.ndarray, q: float) -> float:
     """The ``q``-th percentile (0-100), NaN for no values."""
@@ -204,3 +272,34 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- intervals
+def round_interval(values: Sequence[float], n_boot: int = 10_000, conf: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """The mean of per-round values (e.g. each round's paired ratio ours / stock) with its
+    percentile bootstrap interval, rounds resampled with replacement: ``benchmarks/stats.py``'s
+    ``bootstrap_stat`` (the project's one bootstrap), seeded, so a report re-renders the same.
+
+    Returned as a dict (``point``, ``lo``, ``hi``, ``conf``, ``n`` = rounds it rests on) for the
+    results JSON; :func:`interval` turns it back into a ``stats.Interval`` for ``within`` /
+    ``above``. NaN rounds are dropped; none give NaNs; one gives a zero-width interval (the report
+    says ``n``). With few rounds (< 10) a percentile interval is somewhat too narrow."""
+    from benchmarks.stats import bootstrap_stat, mean
+
+    v = np.asarray([x for x in values if x == x], dtype=float)
+    if not v.size:
+        return {"point": float("nan"), "lo": float("nan"), "hi": float("nan"), "conf": conf, "n": 0}
+    iv = bootstrap_stat(v, mean, np.random.default_rng(seed), n_boot=n_boot, conf=conf)
+    return {"point": iv.point, "lo": iv.lo, "hi": iv.hi, "conf": iv.conf, "n": int(v.size)}
+
+
+def interval(d: Mapping[str, float]) -> Any:
+    """A :func:`round_interval` dict as a ``benchmarks.stats.Interval``."""
+    from benchmarks.stats import Interval
+
+    return Interval(d["point"], d["lo"], d["hi"], d.get("conf", 0.95))
+
+
+def interval_text(d: Mapping[str, float], digits: int = 3) -> str:
+    """``1.010 [0.980, 1.040]``"""
+    return f"{fmt(d['point'], digits)} [{fmt(d['lo'], digits)}, {fmt(d['hi'], digits)}]"

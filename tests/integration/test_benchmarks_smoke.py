@@ -1,8 +1,9 @@
-"""The real-stack benchmarks still run: ``--smoke`` of ``routing_quality.py`` and ``overhead.py``.
+"""The real-stack benchmarks still run: ``--smoke`` of ``routing_quality.py``, ``overhead.py`` and
+``api_cost.py``.
 
-Each starts the real processes (simulator, Redis, poller, LiteLLM proxies; wrk for the overhead)
-for a few seconds of load and writes its report. Most of the time is LiteLLM's start-up (two
-proxy processes each); on a busy 2-core machine each command takes ~50-80 s.
+Each starts the real processes (simulator, Redis, poller, LiteLLM proxies; wrk for the overhead
+and the API cost) for a few seconds of load and writes its report. Most of the time is LiteLLM's
+start-up (one or two proxy processes each); on a busy 2-core machine each command takes ~50-80 s.
 """
 from __future__ import annotations
 
@@ -59,11 +60,35 @@ def test_overhead_smoke(tmp_path: Path) -> None:
     report = (tmp_path / "report.md").read_text()
     results = json.loads((tmp_path / "results.json").read_text())
     median = results["side_by_side"]["median"]
-    assert set(median) == {"direct", "stock", "ours"}
+    assert set(median) == {"direct", "stock-error", "ours"}
     for path, m in median.items():
         assert m["rps"] > 0 and m["requests"] > 0, path
-        assert _finite(m["p50_ms"]) and _finite(m["p99_ms"]), path
+        assert _finite(m["p50_ms"]) and _finite(m["p99_ms"]) and _finite(m["cpu_ms"]), path
         assert m["non_2xx"] == 0, path
         assert f"| {path} |" in report
     assert median["direct"]["rps"] > median["ours"]["rps"]  # a proxy costs something: the numbers are not swapped
-    assert results["verdict"] in ("PASS", "MISS") and "ours / stock throughput" in report
+    assert median["direct"]["cpu_ms"] < median["ours"]["cpu_ms"]
+    warm = results["side_by_side"]["warm_up"]
+    assert set(warm) == set(median) and warm["ours"]["info_workers"] == 1  # every worker served before measuring
+    cost = next(c for c in results["comparisons"] if c["kind"] == "cost")
+    assert cost["interval"]["lo"] <= cost["interval"]["point"] <= cost["interval"]["hi"]
+    assert results["verdict"] in ("PASS", "MISS") and "ours / stock-error, CPU per request" in report
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+def test_api_cost_smoke(tmp_path: Path) -> None:
+    _run("api_cost.py", tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["rounds"]) == 4 * 2 * 2  # chat, messages, responses, chat-parts x short, long x plain, stream
+    for cell, rounds in results["rounds"].items():
+        (r,) = rounds
+        assert r["requests"] > 0 and r["non_2xx"] == 0 and r["failed"] == 0, cell
+        assert _finite(r["cpu_ms"]) and r["cpu_ms"] > 0, cell
+    assert {(row["size"], row["mode"]) for row in results["rows"]} == {(s, m) for s in ("short", "long") for m in ("plain", "stream")}
+    for row in results["rows"]:
+        for api in ("messages", "responses"):
+            iv = row[api]["interval"]
+            assert _finite(iv["point"]) and iv["lo"] <= iv["point"] <= iv["hi"], (row["size"], row["mode"], api)
+            assert row[api]["verdict"] in ("PASS", "MISS")
+    assert results["verdict"] in ("PASS", "MISS") and "messages / chat [95% CI]" in report
