@@ -38,7 +38,7 @@ latency, prompt tokens computed (prompt - cached, from each answer's usage), ups
 window), share of multi-turn sessions served by one chute, failed turns, proxy CPU. Targets are
 ratios to ``no-affinity`` with 95% bootstrap intervals (resampling turns, sessions and attempts
 within each seed, pooled over ``--seeds``); PASS only when the whole interval meets the target.
-Hot spot (``--hotspot``): at the first load, the biggest chute shrinks from 3 instances to 1 at
+Hot spot (``--hotspot``): at the first load, one of the two biggest chutes shrinks from 4 instances to 1 at
 40% of the run; sticky against affinity on 429s and p99.
 
     .venv/bin/python benchmarks/session_quality.py                    # ~50 min: 5 strategies x 2 loads + hot spot
