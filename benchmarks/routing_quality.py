@@ -11,8 +11,10 @@ Compares routing strategies IN ONE RUN, one after the other, each on a freshly s
     weighted-shuffle    random in proportion to capacity (the fair baseline)
     least-busy          LiteLLM's own least-busy (ROUTING_STRATEGY=passthrough + routing_strategy: least-busy)
 
-Opt-in ablation (--strategies headroom,headroom-no-slow): headroom with ROUTING_SLOW_RATIO=0
-(slow chutes not treated as overflow).
+Opt-in ablations: --strategies headroom,headroom-no-slow: headroom with ROUTING_SLOW_RATIO=0
+(slow chutes not treated as overflow); --reject-share 0.5 --strategies headroom,headroom-no-prior:
+one 32-slot chute refuses half its requests at any load, and headroom with
+ROUTING_RATE_LIMIT_PRIOR=0 ignores the Utilization API's rate_limit_ratio (only its own 429s).
 
 Fleet: 8 chutes whose capacities (instances x concurrency) differ tenfold, mean idle service ~8 s
 (few, slow tokens: the proxies' CPU must not be the bottleneck on 2 shared cores). The
@@ -82,6 +84,8 @@ DEFAULT = "headroom"
 #: opt-in ablations: label -> (hook strategy, LiteLLM strategy, extra proxy environment)
 ABLATIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "headroom-no-slow": ("headroom", "simple-shuffle", {"ROUTING_SLOW_RATIO": "0"}),
+    # the Utilization API's rate_limit_ratio ignored: only each worker's own 429s (with --reject-share)
+    "headroom-no-prior": ("headroom", "simple-shuffle", {"ROUTING_RATE_LIMIT_PRIOR": "0"}),
 }
 
 #: Targets of issue 6 that apply to the real stack: (baseline, metric, max ratio default/baseline).
@@ -120,6 +124,7 @@ FLEET_DEFAULTS = {
 INSTANCES = [1, 2, 2, 4, 4, 8, 8, 10]  # x concurrency 4 = 4..40 slots: tenfold
 ALPHA = 0.5
 DEGRADED_INDEX = 5  # an 8-instance chute (32 slots)
+REJECT_INDEX = 6  # the other 8-instance chute: with --reject-share, it refuses that share at any load
 MAX_TOKENS = 400
 
 
@@ -495,7 +500,9 @@ def write_report(out_dir: Path, all_runs: dict[str, list[dict[str, Any]]], plan:
              f"Load: Poisson, seed {plan.seed}, {len(plan.arrivals)} requests in {plan.duration:.0f} s, "
              f"{plan.stream_share:.0%} streamed; {plan.rate1:.1f} req/s ({args.load:.0%} of capacity) then "
              f"{plan.rate2:.1f} req/s ({args.step_load:.0%}) from t={plan.step_at:.0f} s; chute "
-             f"{chutes[DEGRADED_INDEX]['name']} decode speed x{plan.degrade_speed} from t={plan.degrade_at:.0f} s.", "",
+             f"{chutes[DEGRADED_INDEX]['name']} decode speed x{plan.degrade_speed} from t={plan.degrade_at:.0f} s."
+             + (f" Chute {chutes[REJECT_INDEX]['name']} answers 429 to {args.reject_share:.0%} of requests at any load "
+                "(simulator reject_share; the Utilization API reports it as rate_limit_ratio)." if args.reject_share > 0 else ""), "",
              f"Seeds: {', '.join(map(str, args.seed_list))} (every strategy on each arrival schedule); tables per strategy and "
              f"per chute show seed {plan.seed}, ratios and targets pool all seeds with 95% bootstrap intervals.", "",
              f"## Per strategy, seed {plan.seed} (latency and TTFT in seconds, client-measured; TTFT over streamed requests)", ""]
@@ -639,6 +646,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--load", type=float, default=0.6, help="arrival rate before the step, fraction of capacity (default 0.6)")
     ap.add_argument("--step-load", type=float, default=0.8, help="arrival rate after the step (default 0.8)")
     ap.add_argument("--degrade-speed", type=float, default=0.3, help="decode speed factor of the degraded chute (default 0.3)")
+    ap.add_argument("--reject-share", type=float, default=0.0,
+                    help="one 32-slot chute answers 429 to this share of requests at any load (the rate-limit mode; compare "
+                         "headroom with headroom-no-prior; default 0)")
     ap.add_argument("--stream-share", type=float, default=0.5, help="fraction of streamed requests (default 0.5)")
     ap.add_argument("--time-scale", type=float, default=1.0, help="SIM_TIME_SCALE (default 1: real time)")
     ap.add_argument("--refresh", type=float, default=30.0, help="simulator utilization refresh, wall seconds (default 30)")
@@ -671,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine_info()
     chutes = fleet(args.concurrency)
+    if args.reject_share > 0:
+        chutes[REJECT_INDEX]["reject_share"] = args.reject_share
     FLEET_DEFAULTS["concurrency"] = args.concurrency
     service = mean_service_seconds(args.time_scale, np.random.default_rng(0))
     slots = sum(c["instances"] * c["concurrency"] for c in chutes)
