@@ -201,7 +201,10 @@ async def tracked(counter: list[int], coro: Any) -> None:
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, stream: bool, res: Result, timeout: float) -> None:
-    body = {"model": "chutes-models", "messages": [{"role": "user", "content": "benchmark"}], "max_tokens": MAX_TOKENS}
+    # each request its own conversation (a prompt of its own): with one shared prompt the proxies
+    # would key the whole run as one session, and affinity, not the estimator, would place it
+    body = {"model": "chutes-models", "messages": [{"role": "user", "content": f"benchmark request {res.sched:.6f}"}],
+            "max_tokens": MAX_TOKENS}
     if stream:
         body["stream"] = True
     t0 = time.perf_counter()
