@@ -258,7 +258,11 @@ def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
     assert len(slow_seen) == 2 and all(slow_seen.values()), (slow_seen, last)
     after = shares(burst(stack.url, 6, distinct=True) + burst(stack.url, 6, distinct=True) + burst(stack.url, 6, distinct=True))
     assert sum(after.values()) == 18
-    assert after["test/big"] <= 3, (before, after)  # the medium and small chutes have 12 slots
+    # the medium and small chutes have 12 slots; a burst of 6 reaches both workers at once, and each
+    # learns of the other's placements only through the in-flight exchange (every 1 s), so a few
+    # can find the others "full" by estimate and overflow to the slow chute (4 of 18 seen in CI,
+    # against 57% of the slots and 13 of 16 before the slowdown)
+    assert after["test/big"] <= 4, (before, after)
     text = stack.proxy.metrics_text()  # the dashboard's view of it (max over workers)
     assert metric_value(text, "chutes_lb_chute_slowness_ratio", {"chute": "test/big"}) > 1.5
     assert metric_value(text, "chutes_lb_chute_slowness_ratio", {"chute": "test/medium"}) < 1.5
