@@ -47,16 +47,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ROOT, MASTER_KEY, CpuMeter, fmt, interval, interval_text, litellm_config, load_average, log,  # noqa: E402
-                    machine_info, md_table, ratio, round_interval, start_all, wrk_post)
-
-import yaml  # noqa: E402
+from common import (BENCH_FLEET, ROOT, MASTER_KEY, CpuMeter, bench_fleet_chutes, fmt, interval, interval_text,  # noqa: E402
+                    litellm_config, load_average, log, machine_info, md_table, ratio, round_interval, start_all,
+                    wrk_post)
 
 from chutes_lb.devstack import PollerProcess, ProxyProcess, metric_value  # noqa: E402
 from chutes_lb.localstack import RedisServer  # noqa: E402
 from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 
-FLEET_PATH = ROOT / "simulator" / "fleet-bench.yaml"
 TARGET = 1.15  # translated API / chat, CPU per request, upper bound of the interval
 APIS = ("chat", "messages", "responses", "chat-parts")
 TRANSLATED = ("messages", "responses")  # the verdicts; chat-parts explains them
@@ -157,17 +155,11 @@ def outcomes(proxy: ProxyProcess) -> dict[tuple[str, str], float]:
 
 
 # ---------------------------------------------------------------------------- run
-def fleet_chutes() -> list[dict[str, Any]]:
-    data = yaml.safe_load(FLEET_PATH.read_text())
-    conc = int(data.get("defaults", {}).get("concurrency", 8))
-    return [{"chute_id": c["chute_id"], "name": c["name"], "concurrency": int(c.get("concurrency", conc))} for c in data["chutes"]]
-
-
 Cell = tuple[str, str, str]  # api, size, mode
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    chutes = fleet_chutes()
+    chutes = bench_fleet_chutes()
     bodies: dict[Cell, bytes] = {}
     apis = APIS if args.chat_parts else APIS[:3]
     for size in args.sizes:
@@ -179,7 +171,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with ExitStack() as stack:
         redis = RedisServer().start()
         stack.callback(redis.stop)
-        sim = SimulatorProcess(FLEET_PATH, time_scale=args.time_scale, refresh_seconds=5, env={"LOG_LEVEL": "warning"})
+        sim = SimulatorProcess(BENCH_FLEET, time_scale=args.time_scale, refresh_seconds=5, env={"LOG_LEVEL": "warning"})
         start_all(stack, [sim])
         cfg = litellm_config(workdir / "ours", chutes, with_hook=True)
         poller = PollerProcess(sim.base_url, redis.url, "apicost", config=cfg, interval=1.0, env={"LOG_LEVEL": "warning"},

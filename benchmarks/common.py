@@ -157,6 +157,16 @@ class CpuMeter:
 
 
 # ---------------------------------------------------------------------------- configs
+BENCH_FLEET = ROOT / "simulator" / "fleet-bench.yaml"  # 4 chutes x 1,024 slots: never full
+
+
+def bench_fleet_chutes() -> list[dict[str, Any]]:
+    """The chutes of :data:`BENCH_FLEET` (id, name, concurrency), for :func:`litellm_config`."""
+    data = yaml.safe_load(BENCH_FLEET.read_text())
+    conc = int(data.get("defaults", {}).get("concurrency", 8))
+    return [{"chute_id": c["chute_id"], "name": c["name"], "concurrency": int(c.get("concurrency", conc))} for c in data["chutes"]]
+
+
 def litellm_config(directory: Path, chutes: Sequence[Mapping[str, Any]], *, routing_strategy: str = "simple-shuffle",
                    with_hook: bool = True, timeout: float | None = None, extra_callbacks: Iterable[str] = ()) -> Path:
     """A LiteLLM config for ``chutes`` in ``directory`` (the project's router settings).

@@ -60,17 +60,15 @@ from typing import Any, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (ROOT, MASTER_KEY, CpuMeter, fmt, group_cpu_seconds, interval, interval_text, litellm_config,  # noqa: E402
-                    load_average, log, machine_info, md_table, ratio, round_interval, start_all, wrk_post)
-
-import yaml  # noqa: E402
+from common import (BENCH_FLEET, ROOT, MASTER_KEY, CpuMeter, bench_fleet_chutes, fmt, group_cpu_seconds, interval,  # noqa: E402
+                    interval_text, litellm_config, load_average, log, machine_info, md_table, ratio, round_interval,
+                    start_all, wrk_post)
 
 from chutes_lb.devstack import PollerProcess, ProxyProcess  # noqa: E402
 from chutes_lb.localstack import ManagedProcess, RedisServer, free_port, wait_http, wait_port  # noqa: E402
 from chutes_lb.proxy.environment import LITELLM_OFFLINE  # noqa: E402
 from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 
-FLEET_PATH = ROOT / "simulator" / "fleet-bench.yaml"
 TARGET_CPU_RATIO = 1.03  # ours / stock-error CPU per request: the hook may cost at most 3% (upper bound)
 TARGET_THROUGHPUT_RATIO = 0.97  # ours / stock-error req/s (lower bound), reported beside it
 IDLE_CORES = 0.15  # a proxy using more than this with no load is still starting a worker
@@ -81,12 +79,6 @@ WARM_TIMEOUT = 240.0
 def body(model: str) -> str:
     """The request every path gets: a short non-streamed chat completion, 16 tokens."""
     return json.dumps({"model": model, "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 16})
-
-
-def fleet_chutes() -> list[dict[str, Any]]:
-    data = yaml.safe_load(FLEET_PATH.read_text())
-    conc = int(data.get("defaults", {}).get("concurrency", 8))
-    return [{"chute_id": c["chute_id"], "name": c["name"], "concurrency": int(c.get("concurrency", conc))} for c in data["chutes"]]
 
 
 # ---------------------------------------------------------------------------- processes
@@ -478,13 +470,13 @@ def main(argv: list[str] | None = None) -> int:
         log("LITELLM_LOG was set in this environment: ignored (each path sets its own level)")
     info = machine_info()
     log(f"machine: {info['cores']} cores, {info['cpu']}, load average {info['load_average_start']}")
-    chutes = fleet_chutes()
+    chutes = bench_fleet_chutes()
     workdir = Path(tempfile.mkdtemp(prefix="overhead-"))
     tune: dict[str, Any] = {}
     with ExitStack() as stack:
         redis = RedisServer().start()
         stack.callback(redis.stop)
-        sim = SimulatorProcess(FLEET_PATH, time_scale=args.time_scale, refresh_seconds=5, env={"LOG_LEVEL": "warning"})
+        sim = SimulatorProcess(BENCH_FLEET, time_scale=args.time_scale, refresh_seconds=5, env={"LOG_LEVEL": "warning"})
         start_all(stack, [sim])
         result = side_by_side(args, sim, redis, chutes, workdir)
         if args.tuning:

@@ -48,15 +48,14 @@ from typing import Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_cost import PATHS, conversation, fleet_chutes, payload  # noqa: E402
-from common import (ROOT, MASTER_KEY, litellm_config, load_average, log, machine_info, md_table, process_cpu_seconds,  # noqa: E402
+from api_cost import PATHS, conversation, payload  # noqa: E402
+from common import (BENCH_FLEET, ROOT, MASTER_KEY, bench_fleet_chutes, litellm_config, load_average, log, machine_info, md_table, process_cpu_seconds,  # noqa: E402
                     start_all, wrk_post)
 
 from chutes_lb.devstack import PollerProcess, ProxyProcess  # noqa: E402
 from chutes_lb.localstack import RedisServer  # noqa: E402
 from chutes_lb.simulator.launch import SimulatorProcess  # noqa: E402
 
-FLEET_PATH = ROOT / "simulator" / "fleet-bench.yaml"
 #: layers of a request, by file prefix; a sample is charged to the layer of its innermost frame that
 #: matches one (so a translation layer that pulls chunks from LiteLLM's chat stream wrapper is not
 #: charged for the wrapper's own work)
@@ -212,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{'stock' if args.stock else 'ours'}-{args.api}-{args.size}-{args.mode}"
     workdir = Path(tempfile.mkdtemp(prefix="profile-"))
     body = json.dumps(payload(args.api, conversation(args.size, args.long_kb), args.mode == "stream")).encode()
-    chutes = fleet_chutes()
+    chutes = bench_fleet_chutes()
     with ExitStack() as stack:
         redis = RedisServer().start()
         stack.callback(redis.stop)
-        sim = SimulatorProcess(FLEET_PATH, time_scale=1e-6, refresh_seconds=5, env={"LOG_LEVEL": "warning"})
+        sim = SimulatorProcess(BENCH_FLEET, time_scale=1e-6, refresh_seconds=5, env={"LOG_LEVEL": "warning"})
         start_all(stack, [sim])
         if args.stock:
             from overhead import StockLiteLLM

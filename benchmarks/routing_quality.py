@@ -56,9 +56,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, which puts the repository (benchmarks.*) and src/ on the path
 
 from common import (ROOT, MASTER_KEY, CpuMeter, fmt, litellm_config, load_average, log, machine_info,  # noqa: E402
                     md_table, pct, ratio, start_all)
@@ -488,7 +486,7 @@ def write_report(out_dir: Path, all_runs: dict[str, list[dict[str, Any]]], plan:
     runs = {name: rs[0] for name, rs in all_runs.items()}  # the first seed: per-strategy and per-chute tables
     rng = np.random.default_rng(0)
     targets = evaluate_targets(all_runs, TARGETS, rng)
-    targets_14 = evaluate_targets(all_runs, TARGETS_14, rng) if len(args.seed_list) >= 1 else []
+    targets_14 = evaluate_targets(all_runs, TARGETS_14, rng)
     d = runs.get(DEFAULT)
     lines = [f"# Routing quality on the real stack ({info['date']})", "",
              f"Machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}; load average at start "

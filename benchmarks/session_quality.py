@@ -61,9 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT_DIR))
-sys.path.insert(0, str(ROOT_DIR.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, which puts the repository (benchmarks.*) and src/ on the path
 
 from common import (ROOT, MASTER_KEY, CpuMeter, fmt, litellm_config, load_average, log, machine_info,  # noqa: E402
                     md_table, pct, start_all)
