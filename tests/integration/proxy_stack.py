@@ -100,10 +100,11 @@ async def _burst(url: str, n: int, body: dict[str, Any], timeout: float, distinc
 
 
 def burst(url: str, n: int, body: dict[str, Any] | None = None, timeout: float = 60.0,
-          distinct: bool = False) -> list[tuple[int, str | None]]:
+          distinct: bool = True) -> list[tuple[int, str | None]]:
     """``n`` concurrent chat requests; (status, serving chute id) each; -1 = transport error.
-    ``distinct``: each request opens its own conversation (same-prompt requests share a session
-    key, so affinity would send them to one chute)."""
+    ``distinct`` (default): each request opens its own conversation, as independent clients do;
+    requests with one shared prompt share a session key, and affinity would place them, not the
+    pick these tests are about."""
     return asyncio.run(_burst(url, n, body or CHAT, timeout, distinct))
 
 

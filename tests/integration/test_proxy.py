@@ -237,7 +237,7 @@ def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
     new requests while the others have room, though its slots and utilization look fine. (Each
     request is its own conversation: this is the pick without a session; a session's own chute
     that turns slow is dropped the same way, tests/unit/test_affinity.py.)"""
-    before = shares(burst(stack.url, 8, distinct=True) + burst(stack.url, 8, distinct=True))
+    before = shares(burst(stack.url, 8) + burst(stack.url, 8))
     assert before["test/big"] >= 4, before  # 16 of 28 slots: the big chute normally leads
     stack.sim.set_chute(BIG, speed=0.25)  # ~0.4 s of decode becomes ~1.6 s (timeout 4 s)
     slow_seen: dict[str, bool] = {}
@@ -246,7 +246,7 @@ def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
     while time.monotonic() < deadline:  # both workers learn it from the responses they get back
         # (each worker learns from its own traffic; the kernel may hand one worker most of the
         # connections on a busy machine, so the bound is time, not a number of bursts)
-        assert all(status == 200 for status, _ in burst(stack.url, 8, distinct=True))
+        assert all(status == 200 for status, _ in burst(stack.url, 8))
         for _ in range(8):  # /info is answered by whichever worker accepts the connection
             info = httpx.get(stack.url + "/info", headers=auth(), timeout=30).json()
             big = next(d for d in info["deployments"] if d["chute_id"] == BIG)
@@ -256,7 +256,7 @@ def test_a_chute_that_slows_down_serves_only_as_overflow(stack: Stack) -> None:
         if len(slow_seen) == 2 and all(slow_seen.values()):
             break
     assert len(slow_seen) == 2 and all(slow_seen.values()), (slow_seen, last)
-    after = shares(burst(stack.url, 6, distinct=True) + burst(stack.url, 6, distinct=True) + burst(stack.url, 6, distinct=True))
+    after = shares(burst(stack.url, 6) + burst(stack.url, 6) + burst(stack.url, 6))
     assert sum(after.values()) == 18
     # the medium and small chutes have 12 slots; a burst of 6 reaches both workers at once, and each
     # learns of the other's placements only through the in-flight exchange (every 1 s), so a few
