@@ -170,9 +170,19 @@ wait_url() {  # wait_url NAME URL SECONDS: until URL answers 200; fails early if
 
 spawn() {  # spawn NAME CMD...: in a new session (its pid is the process group id), output to its log
   local name=$1; shift
+  local pid i
   nohup setsid "$@" >"$(logfile "$name")" 2>&1 </dev/null &
-  echo $! >"$RUN/$name.pid"
+  pid=$!
+  echo "$pid" >"$RUN/$name.pid"
   STARTED+=("$name")
+  # The child calls setsid a moment after the fork; until then it is in this shell's process group,
+  # group_pids finds nothing and a liveness check would call it dead (seen on a loaded CI machine:
+  # "exited during start-up" with an empty log). Wait, bounded, until it leads its own group.
+  for ((i = 0; i < 100; i++)); do
+    [[ $(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ') == "$pid" ]] && return 0
+    kill -0 "$pid" 2>/dev/null || return 0  # gone already: the caller's check reports it
+    sleep 0.05
+  done
 }
 
 stop_one() {  # stop_one NAME: SIGTERM the whole group, SIGKILL what is left after a bounded wait

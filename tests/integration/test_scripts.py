@@ -190,9 +190,23 @@ def test_component_dying_at_start_stops_everything_started(script_env: dict[str,
 
 
 # ---------------------------------------------------------------- the demo, end to end
+def slow_setsid_path(tmp_path: Path) -> str:
+    """PATH whose ``setsid`` waits 0.3 s before it detaches, as a loaded machine may: a component
+    is then briefly in the script's own process group after it was spawned."""
+    shim = tmp_path / "slow-setsid"
+    shim.mkdir()
+    real = shutil.which("setsid")
+    assert real, "setsid (util-linux) is needed"
+    (shim / "setsid").write_text(f"#!/bin/sh\nsleep 0.3\nexec {real} \"$@\"\n")
+    (shim / "setsid").chmod(0o755)
+    return f"{shim}{os.pathsep}{os.environ['PATH']}"
+
+
 def test_demo_start_check_stop(script_env: dict[str, str], tmp_path: Path) -> None:
+    """(With a setsid that detaches late: a component not yet in its own group is not reported dead;
+    the clean-clone CI saw "redis exited during start-up" with an empty log from that race.)"""
     port = free_port()
-    r = run([SCRIPT, "--demo", str(port)], script_env)
+    r = run([SCRIPT, "--demo", str(port)], {**script_env, "PATH": slow_setsid_path(tmp_path)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "DEMO MODE" in r.stdout and "ready" in r.stdout
     assert "first utilization poll ok" in r.stdout
