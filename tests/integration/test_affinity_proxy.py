@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from chutes_lb.devstack import ProxyProcess, metric_value
+from chutes_lb.routing.affinity import OUTCOMES
 from tests.integration.proxy_stack import FLEET, MASTER_KEY, NAMES, Stack, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -20,7 +21,12 @@ AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 @pytest.fixture(scope="module")
 def stack(redis_service) -> Iterator[Stack]:
-    s = start_stack(redis_service.url, f"test-affinity-{uuid.uuid4().hex[:8]}", time_scale=0.1)
+    # No slow-chute rule here (it has its own tests, and affinity's use of it tests/unit/test_affinity.py):
+    # at time_scale 0.1 a request takes ~50 ms upstream, so on a loaded machine the proxy's own
+    # CPU time is most of what a worker measures, and a chute that served a cold worker's first
+    # requests looked 2.6x slower than the fleet (measured with two busy cores), which moved sessions.
+    s = start_stack(redis_service.url, f"test-affinity-{uuid.uuid4().hex[:8]}", time_scale=0.1,
+                    proxy_env={"ROUTING_SLOW_RATIO": "0"})
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -51,6 +57,12 @@ def served(url: str, body: dict, headers: dict | None = None) -> str:
     r = httpx.post(url + "/v1/chat/completions", json=body, headers={**AUTH, **(headers or {})}, timeout=60)
     assert r.status_code == 200, r.text
     return r.headers["x-litellm-model-id"]
+
+
+def affinity_outcomes(stack: Stack) -> Counter:
+    """This proxy's affinity decisions so far by outcome (both workers: multiprocess metrics)."""
+    text = stack.proxy.metrics_text()
+    return Counter({o: metric_value(text, "chutes_lb_affinity_decisions_total", {"outcome": o}) for o in OUTCOMES})
 
 
 def test_two_replicas_choose_the_same_chute_for_the_same_session(stack: Stack, redis_service) -> None:
@@ -92,7 +104,9 @@ def test_the_conversation_moves_when_its_chute_answers_429_or_is_full(stack: Sta
     assert moved != home
     stack.sim.reset()
     time.sleep(1.0)  # the 429 hold is about one slot-free time
-    assert served(stack.url, turns[2]) == home  # back on its own chute (its cache) once it has room
+    before = affinity_outcomes(stack)
+    back = served(stack.url, turns[2])
+    assert back == home, (NAMES[back], affinity_outcomes(stack) - before)  # back on its own chute (its cache) once it has room
     # full: the home chute's slots are taken by hung requests; the session moves, nothing fails
     stack.sim.set_chute(home, hang=True)
     cap = next(c["instances"] * c["concurrency"] for c in FLEET if c["chute_id"] == home)
