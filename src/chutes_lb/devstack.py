@@ -64,7 +64,9 @@ class ProxyProcess:
             "CHUTES_INFERENCE_BASE": inference_base, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix,
             "LITELLM_CONFIG_PATH": str(config), "LITELLM_MASTER_KEY": master_key, "LITELLM_PORT": str(self.port),
             "LITELLM_HOST": "127.0.0.1", "LITELLM_WORKERS": str(workers), "ROUTING_STRATEGY": strategy,
-            "DEMO_MODE": "true", "PROMETHEUS_MULTIPROC_DIR": os.path.join(log_dir, "metrics"), **(env or {}),
+            "DEMO_MODE": "true", "PROMETHEUS_MULTIPROC_DIR": os.path.join(log_dir, "metrics"),
+            "PROXY_DRAIN_SECONDS": "0",  # no load balancer in front of these: stop at once (tests of the drain set it)
+            **(env or {}),
         }), log_path=os.path.join(log_dir, "proxy.log"))
 
     @property

@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import yaml
 
+from chutes_lb.settings import variables
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -318,10 +320,12 @@ def test_proxy_deployment_drains_scales_and_survives_disruptions(rendered: dict[
     startup = c["startupProbe"]
     # LiteLLM imports take 20-60 s: the startup budget must cover twice that.
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
-    # preStop (DNS and HAProxy let go of the pod) + uvicorn's graceful shutdown must fit the grace period.
+    # preStop (DNS and HAProxy let go of the pod) + the proxy's drain + uvicorn's graceful shutdown
+    # must fit the grace period.
     pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
     uvicorn_graceful = int(re.search(r"timeout_graceful_shutdown=(\d+)", (ROOT / "src/chutes_lb/proxy/__main__.py").read_text()).group(1))
-    assert pre_stop >= 10 and spec["terminationGracePeriodSeconds"] >= pre_stop + uvicorn_graceful + 10
+    drain = float(env_of(c).get("PROXY_DRAIN_SECONDS", next(d for n, d, _ in variables() if n == "PROXY_DRAIN_SECONDS")))
+    assert pre_stop >= 10 and spec["terminationGracePeriodSeconds"] >= pre_stop + drain + uvicorn_graceful + 10
     # PROMETHEUS_MULTIPROC_DIR is on the emptyDir mounted at /tmp (the code writes there).
     env = env_of(c)
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")

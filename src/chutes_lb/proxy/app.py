@@ -11,6 +11,7 @@ from typing import Any
 from chutes_lb.fleet import read_fleet
 from chutes_lb.logs import plain_stdout, quiet_third_party, setup_logging
 from chutes_lb.proxy import environment, protocol
+from chutes_lb.proxy.drain import Drain
 from chutes_lb.proxy.info import install_info_route
 from chutes_lb.proxy.metrics import metrics_payload
 from chutes_lb.proxy.middleware import ApiRoute, FrontMiddleware, send_json
@@ -93,6 +94,7 @@ def create_app() -> Any:
     def ready() -> bool:
         return proxy_server.llm_router is not None and rt.core.snapshot_checked
 
+    drain = Drain(settings.proxy_drain_seconds)
     inner.add_middleware(
         FrontMiddleware,  # type: ignore[arg-type]
         master_key=settings.litellm_master_key.get(),
@@ -106,5 +108,8 @@ def create_app() -> Any:
         metrics_public=settings.proxy_metrics_public,
         access_log=settings.proxy_access_log,
         chute_label=rt.core.label,
+        draining=lambda: drain.draining,
     )
+    if drain.install():  # in a uvicorn worker: wraps uvicorn's SIGTERM handler
+        log.debug("SIGTERM drains for %.0f s before uvicorn stops", settings.proxy_drain_seconds)
     return inner

@@ -10,7 +10,9 @@
 - every response body is redacted: a configured secret never leaves the proxy (an upstream that
   echoes the key in an error, in ``/health``, or in a stream event);
 - probes and metrics that cost nothing upstream: ``/livez``, ``/readyz``, ``/metrics`` (to
-  loopback clients or with the key, unless ``PROXY_METRICS_PUBLIC``);
+  loopback clients or with the key, unless ``PROXY_METRICS_PUBLIC``); while the worker drains
+  before a stop (:mod:`chutes_lb.proxy.drain`) ``/readyz`` and LiteLLM's ``/health/*`` probes
+  answer 503, ``/livez`` stays 200;
 - an optional access log line per request (method, route, status, chute, duration; never a
   prompt or a key).
 """
@@ -30,7 +32,7 @@ from chutes_lb.proxy.errors import error_body, openai_error_body
 from chutes_lb.proxy.validation import RequestRejected, validate_json_object
 from chutes_lb.redact import Redactor
 
-__all__ = ["FrontMiddleware", "ApiRoute", "send_json", "PUBLIC_PATHS", "SERVED_PATHS"]
+__all__ = ["FrontMiddleware", "ApiRoute", "send_json", "PUBLIC_PATHS", "SERVED_PATHS", "DRAIN_FAILS"]
 
 log = logging.getLogger("chutes_lb.proxy")
 access_log = logging.getLogger("chutes_lb.access")
@@ -43,6 +45,8 @@ PUBLIC_PATHS = frozenset({
     "/", "/docs", "/redoc", "/openapi.json", "/livez", "/readyz", "/metrics",
     "/health/liveliness", "/health/liveness", "/health/readiness",
 })
+# LiteLLM's probes (HAProxy checks /health/liveliness): 503 while the worker drains, like /readyz
+DRAIN_FAILS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
 PUBLIC_PREFIXES = ("/swagger/", "/litellm-asset-prefix/", "/.well-known/")
 # The LiteLLM routes this proxy serves besides ours. LiteLLM mounts hundreds more (keys, teams,
 # spend, UI, admin) that need a database or an enterprise licence and answer 500 without one:
@@ -93,8 +97,9 @@ class FrontMiddleware:
     def __init__(self, app: Callable[..., Awaitable[None]], master_key: str, max_body_bytes: int, metrics: Callable[[], bytes],
                  ready: Callable[[], bool], on_first_request: Callable[[], None], routes: Mapping[str, ApiRoute],
                  redactor: Redactor, body_timeout: float = 60.0, metrics_public: bool = False, access_log: bool = False,
-                 chute_label: Callable[[str], str] = lambda x: x) -> None:
+                 chute_label: Callable[[str], str] = lambda x: x, draining: Callable[[], bool] = lambda: False) -> None:
         self.app = app
+        self._draining = draining
         self._body_timeout = body_timeout
         self._on_first_request: Callable[[], None] | None = on_first_request
         self._key = master_key.encode()
@@ -129,10 +134,14 @@ class FrontMiddleware:
         if path == "/livez":
             await send_json(send, 200, {"status": "alive"})
             return
-        if path == "/readyz":
-            ready = self._ready()
-            await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "starting"})
-            return
+        if path == "/readyz" or path in DRAIN_FAILS:
+            if self._draining():  # stopping (proxy/drain.py): load balancers take this replica out
+                await send_json(send, 503, {"status": "draining"})
+                return
+            if path == "/readyz":
+                ready = self._ready()
+                await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "starting"})
+                return
         if path in ("/metrics", "/metrics/") and (self._metrics_public or _loopback(scope) or self._key_ok(scope)):
             payload = self._metrics()
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
