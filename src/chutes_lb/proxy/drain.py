@@ -28,9 +28,6 @@ __all__ = ["Drain"]
 
 log = logging.getLogger("chutes_lb.proxy")
 
-Handler = Callable[[int, "FrameType | None"], object]
-
-
 class Drain:
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.seconds = seconds

@@ -41,12 +41,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-PUBLIC_PATHS = frozenset({
-    "/", "/docs", "/redoc", "/openapi.json", "/livez", "/readyz", "/metrics",
-    "/health/liveliness", "/health/liveness", "/health/readiness",
-})
-# LiteLLM's probes (HAProxy checks /health/liveliness): 503 while the worker drains, like /readyz
-DRAIN_FAILS = frozenset({"/health/liveliness", "/health/liveness", "/health/readiness"})
+# LiteLLM's probes (HAProxy checks /health/liveliness) and ours: 503 while the worker drains
+DRAIN_FAILS = frozenset({"/readyz", "/health/liveliness", "/health/liveness", "/health/readiness"})
+PUBLIC_PATHS = frozenset({"/", "/docs", "/redoc", "/openapi.json", "/livez", "/metrics"}) | DRAIN_FAILS
 PUBLIC_PREFIXES = ("/swagger/", "/litellm-asset-prefix/", "/.well-known/")
 # The LiteLLM routes this proxy serves besides ours. LiteLLM mounts hundreds more (keys, teams,
 # spend, UI, admin) that need a database or an enterprise licence and answer 500 without one:
@@ -134,14 +131,13 @@ class FrontMiddleware:
         if path == "/livez":
             await send_json(send, 200, {"status": "alive"})
             return
-        if path == "/readyz" or path in DRAIN_FAILS:
-            if self._draining():  # stopping (proxy/drain.py): load balancers take this replica out
-                await send_json(send, 503, {"status": "draining"})
-                return
-            if path == "/readyz":
-                ready = self._ready()
-                await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "starting"})
-                return
+        if path in DRAIN_FAILS and self._draining():  # stopping (proxy/drain.py): load balancers take this replica out
+            await send_json(send, 503, {"status": "draining"})
+            return
+        if path == "/readyz":
+            ready = self._ready()
+            await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "starting"})
+            return
         if path in ("/metrics", "/metrics/") and (self._metrics_public or _loopback(scope) or self._key_ok(scope)):
             payload = self._metrics()
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")]})
