@@ -41,9 +41,12 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+PUBLIC_PATHS = frozenset({
+    "/", "/docs", "/redoc", "/openapi.json", "/livez", "/readyz", "/metrics",
+    "/health/liveliness", "/health/liveness", "/health/readiness",
+})
 # LiteLLM's probes (HAProxy checks /health/liveliness) and ours: 503 while the worker drains
 DRAIN_FAILS = frozenset({"/readyz", "/health/liveliness", "/health/liveness", "/health/readiness"})
-PUBLIC_PATHS = frozenset({"/", "/docs", "/redoc", "/openapi.json", "/livez", "/metrics"}) | DRAIN_FAILS
 PUBLIC_PREFIXES = ("/swagger/", "/litellm-asset-prefix/", "/.well-known/")
 # The LiteLLM routes this proxy serves besides ours. LiteLLM mounts hundreds more (keys, teams,
 # spend, UI, admin) that need a database or an enterprise licence and answer 500 without one:
