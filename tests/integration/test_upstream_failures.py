@@ -194,6 +194,22 @@ def test_the_retry_budget_holds_retries_to_a_share_of_the_request_rate(proxy, up
     assert metric_value(proxy.metrics_text(), "chutes_lb_retry_budget_exhausted_total") > 0
 
 
+def test_retries_that_serve_their_request_do_not_spend_the_budget(proxy, upstream) -> None:
+    """Every request needs one retry and that retry serves it (group a-only's one chute answers
+    429, its fallback has room): a burst of 429s while other chutes have room. Without the refund
+    the budget (2/s x 10 s + 50% of 70 requests = 55) refused ~15 of these retries: 429s to
+    clients that another chute would have served."""
+    mode(upstream, "ok", **{NAMES[A]: "429"})
+    time.sleep(10.5)  # a fresh 10 s budget window
+    refused = metric_value(proxy.metrics_text(), "chutes_lb_retry_budget_exhausted_total") or 0
+    n = 70
+    answers = [chat(proxy, model="a-only") for _ in range(n)]
+    assert [r.status_code for r in answers] == [200] * n, next(r.text for r in answers if r.status_code != 200)
+    assert {r.headers["x-chutes-lb-attempts"] for r in answers} == {"2"}
+    assert count(upstream)["total"] == 2 * n
+    assert (metric_value(proxy.metrics_text(), "chutes_lb_retry_budget_exhausted_total") or 0) == refused
+
+
 def test_one_log_line_per_failed_attempt_and_no_traceback(proxy, upstream) -> None:
     mode(upstream, "503")
     time.sleep(10.5)  # a fresh retry-budget window

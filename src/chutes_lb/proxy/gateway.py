@@ -8,7 +8,8 @@ failed it yet (when none is left, the request fails). Each attempt goes through 
 routing hook like any other (same decision, in-flight accounting, metrics), with the chutes that
 already failed excluded. A retry also needs the :class:`~chutes_lb.routing.retry.RetryBudget`.
 After the group's chutes have all failed, the next attempt goes to the group's fallbacks
-(``router_settings.fallbacks``).
+(``router_settings.fallbacks``). A retry that served the request (its answer, or a stream's
+first chunk) is refunded to the budget: only retries that failed again spend it.
 
 A stream is retried too until its first chunk arrived: nothing has reached the client yet.
 :class:`Streamed` then guards it: a client that goes away closes the upstream stream and the
@@ -172,6 +173,7 @@ class Gateway:
         excluded: list[str] = []
         groups = (group, *self.fleet.fallbacks.get(group, ()))
         max_attempts = 1 + self.fleet.num_retries
+        retried_at: float | None = None  # when the budget granted the latest retry
         try:
             target: str | None = group
             while True:
@@ -187,8 +189,12 @@ class Gateway:
                     response = await send(**kwargs)
                     if stream:
                         first, empty = await self._first_chunk(response)
+                        if retried_at is not None:
+                            self.budget.refund(retried_at)
                         chute = self.core.chute_id(_model_id(response) or "")
                         return CallResult(None, chute, call_id, len(attempted) + 1, Streamed(self, call_id, response, first, empty))
+                    if retried_at is not None:
+                        self.budget.refund(retried_at)
                     chute = self.core.chute_id(_model_id(response) or "")
                     self.finished(call_id)
                     return CallResult(response, chute, call_id, len(attempted) + 1)
@@ -213,9 +219,11 @@ class Gateway:
                     target = self._target(groups, set(excluded))
                     if not (failure.upstream and failure.retryable) or n >= max_attempts or target is None:
                         raise self._failure(attempted, group)
-                    if not self.budget.try_retry(self.clock()):
+                    now = self.clock()
+                    if not self.budget.try_retry(now):
                         self.core.metrics.retry_refused(api)
                         raise self._failure(attempted, group, budget=True)
+                    retried_at = now
                     self.core.metrics.retry(api, failure.outcome)
         except UpstreamFailure:
             self.finished(call_id)
@@ -268,7 +276,8 @@ class Gateway:
             head = f"model group {group!r}: {len(upstream)} upstream attempt{'s' if len(upstream) > 1 else ''} failed"
         else:
             head = f"model group {group!r}: no chute could be tried"
-        tail = "; retry budget exhausted (retries are held to 20% of the request rate)" if budget else ""
+        tail = (f"; retry budget exhausted (retries that fail again are held to {self.budget.percent:.0%} of the request rate)"
+                if budget else "")
         message = self.redactor.text(f"{head}: {'; '.join(parts)}{tail}")
         retry_after = self.fleet.cooldown_seconds if not attempted[-1].failure.upstream else None
         return UpstreamFailure(status, message, failures, retry_after)

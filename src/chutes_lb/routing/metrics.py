@@ -56,7 +56,7 @@ class PrometheusRoutingMetrics:
         self._requests = PCounter("chutes_lb_requests", "Client requests by API and how they ended", ["api", "outcome"], **r)
         self._duration = Histogram("chutes_lb_request_duration_seconds", "Client request time in the proxy, retries included (streams: to the last byte)", ["api"], buckets=_LATENCY_BUCKETS, **r)
         self._retries = PCounter("chutes_lb_retries", "Upstream attempts retried on another chute, by API and why", ["api", "reason"], **r)
-        self._retry_refused = PCounter("chutes_lb_retry_budget_exhausted", "Retries not made because the retry budget (20% of the request rate) was spent", ["api"], **r)
+        self._retry_refused = PCounter("chutes_lb_retry_budget_exhausted", "Retries not made because the retry budget (RETRY_BUDGET_PERCENT of the request rate) was spent", ["api"], **r)
         self._affinity = PCounter("chutes_lb_affinity_decisions", "Session decisions: hit (the session's chute), spill (its next one), or why affinity was dropped", ["api", "outcome"], **r)
         self._prompt = PCounter("chutes_lb_prompt_tokens", "Prompt tokens of successful attempts: cached (prefix cache hit) or computed", ["api", "chute", "kind"], **r)
         self._latency = Histogram("chutes_lb_upstream_latency_seconds", "Upstream attempt latency (whole response)", ["chute"], buckets=_LATENCY_BUCKETS, **r)

@@ -8,7 +8,11 @@
   Finagle's ``RetryBudget`` and Envoy's retry budget do: an outage of every chute then costs
   Chutes at most ``1 + percent`` attempts per request instead of ``1 + num_retries``, so a
   failure is not amplified into a retry storm (Chutes bans keys that hammer it). The floor of
-  ``min_per_second`` keeps retries possible on a proxy with little traffic.
+  ``min_per_second`` keeps retries possible on a proxy with little traffic. A retry that served
+  the request is refunded (:meth:`RetryBudget.refund`): what the budget bounds is retries that
+  failed again, the amplification of an outage, so a burst of 429s from chutes that filled up
+  while others had room (a stale snapshot after a load step) does not spend it and turn into
+  client 429s.
 
 Retried: 429 (the chute was full: it never served the request), 5xx answers, connection errors
 and timeouts. Not retried: other 4xx answers (the request itself is wrong, or the proxy's Chutes
@@ -85,8 +89,10 @@ def final_status(failures: list[Failure]) -> int:
 
 class RetryBudget:
     """Retries allowed within the last ``window`` seconds: ``min_per_second x window`` plus
-    ``percent`` of the requests that started in the window. Call :meth:`request` for each client
-    request and :meth:`try_retry` before each retry (it records the retry when allowed)."""
+    ``percent`` of the requests that started in the window, less the retries made in it that did
+    not serve their request. Call :meth:`request` for each client request, :meth:`try_retry`
+    before each retry (it records the retry when allowed) and :meth:`refund` with the retry's
+    time when that retry served the request."""
 
     def __init__(self, percent: float = 0.2, min_per_second: float = 2.0, window: float = 10.0) -> None:
         if not (0.0 <= percent and math.isfinite(percent)):
@@ -118,3 +124,11 @@ class RetryBudget:
             self._retries.append(now)
             return True
         return False
+
+    def refund(self, at: float) -> None:
+        """The retry recorded at ``at`` served its request: it no longer counts (a no-op once
+        it has left the window)."""
+        try:
+            self._retries.remove(at)
+        except ValueError:
+            pass
