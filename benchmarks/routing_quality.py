@@ -14,7 +14,10 @@ Compares routing strategies IN ONE RUN, one after the other, each on a freshly s
 Opt-in ablations: --strategies headroom,headroom-no-slow: headroom with ROUTING_SLOW_RATIO=0
 (slow chutes not treated as overflow); --reject-share 0.5 --strategies headroom,headroom-no-prior:
 one 32-slot chute refuses half its requests at any load, and headroom with
-ROUTING_RATE_LIMIT_PRIOR=0 ignores the Utilization API's rate_limit_ratio (only its own 429s).
+ROUTING_RATE_LIMIT_PRIOR=0 ignores the Utilization API's rate_limit_ratio (only its own 429s);
+--strategies headroom-no-affinity,headroom-slots: the estimators alone (ROUTING_AFFINITY=false:
+every request here is its own conversation, which headroom would otherwise first offer to its
+session key's chute).
 
 Fleet: 8 chutes whose capacities (instances x concurrency) differ tenfold, mean idle service ~8 s
 (few, slow tokens: the proxies' CPU must not be the bottleneck on 2 shared cores). The
@@ -84,6 +87,10 @@ ABLATIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "headroom-no-slow": ("headroom", "simple-shuffle", {"ROUTING_SLOW_RATIO": "0"}),
     # the Utilization API's rate_limit_ratio ignored: only each worker's own 429s (with --reject-share)
     "headroom-no-prior": ("headroom", "simple-shuffle", {"ROUTING_RATE_LIMIT_PRIOR": "0"}),
+    # every request picked alone: here each request is its own conversation, so with affinity on
+    # headroom first offers it to its key's rendezvous chute (a capacity-weighted hash) while that
+    # chute is within its load bound, and the estimator decides only the rest
+    "headroom-no-affinity": ("headroom", "simple-shuffle", {"ROUTING_AFFINITY": "false"}),
 }
 
 #: Targets of issue 6 that apply to the real stack: (baseline, metric, max ratio default/baseline).

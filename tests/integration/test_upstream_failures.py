@@ -91,7 +91,7 @@ def chat(proxy: ProxyProcess, model: str = "chutes-models", stream: bool = False
 def _recover(upstream: str) -> Iterator[None]:
     yield
     mode(upstream, "ok")
-    time.sleep(1.1)  # 429 holds and the retry budget's 1 s floor recover
+    time.sleep(1.1)  # 429 holds recover (a test that needs a fresh 10 s retry-budget window waits for it itself)
 
 
 @pytest.mark.parametrize("status,expect,name", [("500", 502, "HTTP 500"), ("503", 503, "HTTP 503"), ("429", 429, "HTTP 429")])
