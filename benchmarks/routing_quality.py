@@ -4,8 +4,8 @@
 Compares routing strategies IN ONE RUN, one after the other, each on a freshly started stack
 (new simulator, poller, proxy replicas, Redis key prefix) and the SAME seeded arrival schedule:
 
-    headroom            our default (ROUTING_STRATEGY=headroom: free fraction among chutes with room)
-    headroom-slots      headroom comparing absolute free slots (the rule before issue 14)
+    headroom            our default (ROUTING_STRATEGY=headroom: more free slots wins, sessions keep their chute)
+    headroom-slots      headroom without sessions (the estimator alone)
     least-utilization   the seed's rule: argmin of the snapshot's utilization
     shuffle             unweighted random (what stock LiteLLM does)
     weighted-shuffle    random in proportion to capacity (the fair baseline)
@@ -15,9 +15,10 @@ Opt-in ablations: --strategies headroom,headroom-no-slow: headroom with ROUTING_
 (slow chutes not treated as overflow); --reject-share 0.5 --strategies headroom,headroom-no-prior:
 one 32-slot chute refuses half its requests at any load, and headroom with
 ROUTING_RATE_LIMIT_PRIOR=0 ignores the Utilization API's rate_limit_ratio (only its own 429s);
---strategies headroom-no-affinity,headroom-slots: the estimators alone (ROUTING_AFFINITY=false:
-every request here is its own conversation, which headroom would otherwise first offer to its
-session key's chute).
+--strategies headroom-no-affinity,headroom-slots: headroom with ROUTING_AFFINITY=false (every
+request here is its own conversation, which headroom would otherwise first offer to its session
+key's chute); headroom-fraction: ROUTING_FREE_FRACTION=true (free fraction among chutes with a
+free slot instead of free slots).
 
 Fleet: 8 chutes whose capacities (instances x concurrency) differ tenfold, mean idle service ~8 s
 (few, slow tokens: the proxies' CPU must not be the bottleneck on 2 shared cores). The
@@ -91,6 +92,8 @@ ABLATIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     # headroom first offers it to its key's rendezvous chute (a capacity-weighted hash) while that
     # chute is within its load bound, and the estimator decides only the rest
     "headroom-no-affinity": ("headroom", "simple-shuffle", {"ROUTING_AFFINITY": "false"}),
+    # issue 14's free-fraction rule (the default from commit 9813080 until it measured worse than free slots)
+    "headroom-fraction": ("headroom", "simple-shuffle", {"ROUTING_FREE_FRACTION": "true"}),
 }
 
 #: Targets of issue 6 that apply to the real stack: (baseline, metric, max ratio default/baseline).

@@ -57,6 +57,7 @@ VARIANTS: dict[str, Variant] = {
     "uniform": Variant(pick={"draw": uniform_index}),
     "no-errors": Variant(pick={"estimator": _no_errors}),
     "no-speed": Variant(params={"slow_ratio": 0.0}),
+    "fraction": Variant(params={"free_fraction": True}),  # ROUTING_FREE_FRACTION=true
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -288,38 +289,50 @@ def test_ordinary_speed_differences_do_not_trigger_overflow() -> None:
 
 
 # ------------------------------------------------------------------ the estimate's order (issue 14), by hand
-def _est(caps, busy, live=None, **kw):
+FRACTION = replace(DEFAULT_PARAMS, free_fraction=True)  # ROUTING_FREE_FRACTION=true
+
+
+def _est(caps, busy, live=None, params=DEFAULT_PARAMS, **kw):
     live = live or LiveState()
     live.on_snapshot(1, 0.0)
     cs = CandidateSet(fleet(caps, [b / c for b, c in zip(busy, caps)], live=live, **kw))
-    return cs, [estimate(cs, i, 0.0, 1.0, DEFAULT_PARAMS, 1) for i in range(cs.n)], live
+    return cs, [estimate(cs, i, 0.0, 1.0, params, 1) for i in range(cs.n)], live
 
 
-def test_equal_free_fractions_tie_and_the_first_sample_wins() -> None:
-    cs, (a, b), _ = _est([40, 4], [20, 2])  # both half free: 20/40 = 2/4
-    assert a.key == b.key == (3, 0.5)
-    # headroom-slots would prefer the big one (20 > 2 free slots): capacity counted twice
-    assert estimate(cs, 0, 0.0, 1.0, DEFAULT_PARAMS, 1, fraction=False).key > estimate(cs, 1, 0.0, 1.0, DEFAULT_PARAMS, 1, fraction=False).key
-
-
-def test_a_nearly_full_big_chute_loses_to_an_emptier_small_one() -> None:
-    cs, (big, small), _ = _est([40, 4], [36, 1])  # big: 4 free (10%); small: 3 free (75%)
-    assert big.key == (3, pytest.approx(0.1)) and small.key == (3, pytest.approx(0.75))
-    assert small.key > big.key
-    rng = random.Random(21)
+def test_equal_free_fractions_more_free_slots_win_by_default_and_tie_with_free_fraction() -> None:
+    cs, (a, b), _ = _est([40, 4], [20, 2])  # both half free: 20 and 2 free slots, 20/40 = 2/4
+    assert a.key == (3, 20.0) and b.key == (3, 2.0) and a.key > b.key
+    rng = random.Random(5)
     picks = Counter(decide(cs, "headroom", rng, snapshot_version=1).chute_id for _ in range(2000))
-    assert picks["c1"] > picks["c0"] * 0.9  # sampled 1:10 by capacity, yet it wins every comparison it is in
-    old = Counter(decide(cs, "headroom-slots", random.Random(21), snapshot_version=1).chute_id for _ in range(2000))
-    assert old["c0"] > picks["c0"]
+    assert picks["c1"] < 2000 * 0.03  # sampled 1:10 by capacity and loses every comparison it is in
+    _, (fa, fb), _ = _est([40, 4], [20, 2], params=FRACTION)
+    assert fa.key == fb.key == (3, 0.5)  # a tie: the first sample wins
+
+
+def test_a_nearly_full_big_chute_against_an_emptier_small_one() -> None:
+    cs, (big, small), _ = _est([40, 4], [36, 1])  # big: 4 free (10%); small: 3 free (75%)
+    assert big.key == (3, 4.0) and small.key == (3, 3.0) and big.key > small.key  # default: 4 > 3 free slots
+    rng, same = random.Random(21), random.Random(21)
+    default = Counter(decide(cs, "headroom", rng, snapshot_version=1).chute_id for _ in range(2000))
+    assert default == Counter(decide(cs, "headroom-slots", same, snapshot_version=1).chute_id for _ in range(2000))
+    _, (fbig, fsmall), _ = _est([40, 4], [36, 1], params=FRACTION)
+    assert fbig.key == (3, pytest.approx(0.1)) and fsmall.key == (3, pytest.approx(0.75)) and fsmall.key > fbig.key
+    rng = random.Random(21)
+    fraction = Counter(decide(cs, "headroom", rng, snapshot_version=1, params=FRACTION).chute_id for _ in range(2000))
+    assert fraction["c1"] > fraction["c0"] * 0.9  # sampled 1:10, yet it wins every comparison it is in
+    assert default["c0"] > fraction["c0"] and default["c1"] < 2000 * 0.03
 
 
 def test_a_sliver_of_room_ranks_below_a_whole_free_slot_and_above_full() -> None:
-    _, (sliver, whole, full), _ = _est([8, 40, 8], [7.5, 39, 9])
+    _, (sliver, whole, full), _ = _est([8, 40, 8], [7.5, 39, 9], params=FRACTION)
     assert sliver.tier == 2 and whole.tier == 3 and full.tier == 0
     assert whole.key > sliver.key > full.key and sliver.has_room and not full.has_room
+    _, (sliver, whole, full), _ = _est([8, 40, 8], [7.5, 39, 9])  # by free slots: 0.5 < 1 free, no separate tier
+    assert sliver.tier == whole.tier == 3 and whole.key > sliver.key > full.key and sliver.has_room
 
 
-def test_a_429_hold_and_a_slow_chute_rank_below_room() -> None:
+@pytest.mark.parametrize("params", [DEFAULT_PARAMS, FRACTION], ids=["free-slots", "free-fraction"])
+def test_a_429_hold_and_a_slow_chute_rank_below_room(params) -> None:
     live = LiveState(penalty_seconds=30.0, fleet_every=0.0)
     live.on_snapshot(1, 0.0)
     cs = CandidateSet(fleet([20, 20, 20, 20], [0.0, 0.0, 0.0, 0.9], live=live))
@@ -328,9 +341,12 @@ def test_a_429_hold_and_a_slow_chute_rank_below_room() -> None:
     for c, seconds in (("c1", 10.0), ("c2", 40.0), ("c3", 10.0)):
         for _ in range(5):
             live.on_end(live.on_start(c, 0.0), seconds, "success", tokens=100)  # c2 is slow
-    held, room, slow, tight = (estimate(cs, i, 0.5, 1.0, DEFAULT_PARAMS, 1) for i in range(4))
+    held, room, slow, tight = (estimate(cs, i, 0.5, 1.0, params, 1) for i in range(4))
     assert held.tier == -1 and slow.tier == 1 and room.tier == 3 and tight.tier == 3
     assert room.key > tight.key > slow.key > held.key  # 20 free (100%) > 2 free (10%) > slow > held
+    rng = random.Random(3)
+    picks = Counter(decide(cs, "headroom", rng, now=0.5, snapshot_version=1, params=params).chute_id for _ in range(2000))
+    assert picks["c0"] == 0 and picks["c1"] > picks["c3"] > picks["c2"]  # held never; slow only when it beats nothing
 
 
 def test_the_apis_rate_limit_ratio_is_a_prior_that_live_evidence_outweighs() -> None:

@@ -60,7 +60,8 @@ class RoutingConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> "RoutingConfig":
         return cls(strategy=settings.routing_strategy, params=replace(DEFAULT_PARAMS, slow_ratio=settings.routing_slow_ratio,
-                                                                    rl_prior_weight=settings.routing_rate_limit_prior),
+                                                                    rl_prior_weight=settings.routing_rate_limit_prior,
+                                                                    free_fraction=settings.routing_free_fraction),
                    stale_seconds=settings.snapshot_stale_seconds,
                    request_timeout_seconds=settings.proxy_request_timeout_seconds,
                    affinity=settings.routing_affinity, affinity_bound=settings.routing_affinity_bound)

@@ -5,16 +5,17 @@
 
 - ``headroom`` (default, :func:`headroom_pick`): power of two choices. Two distinct candidates
   are sampled in proportion to capacity and the one with the better :class:`Estimate` wins
-  (at least one free slot, larger free fraction first; a sliver of room; room on a slow chute;
-  full; 429-penalised: see :class:`Estimate`). If neither has room at ordinary speed, a third sample is tried; if
+  (room at ordinary speed, more free slots first, or the larger free fraction with
+  ``HeadroomParams.free_fraction``; room on a slow chute; full; 429-penalised: see
+  :class:`Estimate`). If neither has room at ordinary speed, a third sample is tried; if
   only a slow chute had room, it takes the request (``slow_overflow``); if every sample was
   full, a random pick in proportion to capacity among chutes without a 429 hold. The choice is
   never the argmin of a shared number, so replicas reading the same stale snapshot do not herd.
 - With a session (``affinity``), ``headroom`` first offers the request to the session's own chute
   (:mod:`chutes_lb.routing.affinity`: bounded-load rendezvous hashing); the steps above run only
   when that chute is full, held, slow, excluded or over its load bound.
-- ``headroom-slots``: ``headroom`` comparing absolute free slots in every tier (the rule before
-  free fractions; kept for comparison, see BENCHMARKS.md).
+- ``headroom-slots``: ``headroom`` without sessions, always comparing absolute free slots (the
+  estimator alone; kept for comparison, see BENCHMARKS.md).
 - ``least-utilization``: argmin of snapshot ``utilization_current``, ties to the first (the seed
   rule; herds on a shared stale snapshot: kept only for comparison).
 - ``shuffle``: uniform random (LiteLLM simple-shuffle).

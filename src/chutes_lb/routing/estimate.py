@@ -67,6 +67,7 @@ class HeadroomParams:
     slow_ratio: float = 1.5  # slower than this x the fleet's median chute = overflow; 0 = off
     speed_memory: float = 60.0  # seconds: slowness evidence fades with this time constant
     rl_prior_weight: float = 10.0  # the API's rate_limit_ratio counts as this many attempts of evidence
+    free_fraction: bool = False  # tier 3 compares free fractions instead of free slots (issue 14's rule; off: BENCHMARKS.md)
 
 
 DEFAULT_PARAMS = HeadroomParams()
@@ -78,23 +79,26 @@ class Estimate(NamedTuple):
     ====  ======================================  ===========================
     tier  the chute                               then, within the tier
     ====  ======================================  ===========================
-    3     has at least one free slot (ordinary)   larger free *fraction* wins
+    3     has at least one free slot (ordinary)   more free slots win (or the
+                                                  larger free *fraction*)
     2     has a sliver of room (< 1 free slot)    more free slots win
     1     has room but is slow (overflow only)    more free slots win
     0     is full                                 the least overloaded wins
     -1    holds a 429                             (ties)
     ====  ======================================  ===========================
 
-    Comparing free *fractions* among chutes with room balances utilization (a fuller chute
-    decodes slower, on a batching GPU as in the simulator), while absolute free slots still
-    decide near the edge, where a 429 is the risk. ``fraction=False`` (strategy
-    ``headroom-slots``) compares absolute free slots in every tier, the earlier rule."""
+    ``fraction=True`` (``HeadroomParams.free_fraction``, ``ROUTING_FREE_FRACTION``) compares free
+    *fractions* among chutes with a whole free slot, which balances utilization (a fuller chute
+    decodes slower), while absolute free slots still decide near the edge; the sliver tier 2
+    exists only then. Measured on the real stack (BENCHMARKS.md, issue 14) it cost 1.5-1.7x the
+    upstream 429s of free slots with no latency gain shown, so the default compares free slots:
+    small chutes keep spare slots that retries and estimate errors land in."""
 
     free: float  # estimated free slots (negative = over capacity)
     slow: bool = False
     penalized: bool = False
     capacity: float = 1.0
-    fraction: bool = True
+    fraction: bool = False
 
     @property
     def tier(self) -> int:
@@ -227,9 +231,12 @@ def rate_limit_share(c: Candidate, p: HeadroomParams) -> float:
 
 
 def estimate(cs: CandidateSet, i: int, now: float, replicas: float, p: HeadroomParams, version: object,
-             fraction: bool = True) -> Estimate:
+             fraction: bool | None = None) -> Estimate:
     """The estimate of candidate ``i``: free slots (shrunk by the error score and the expected
-    429 share when positive), slow, penalised."""
+    429 share when positive), slow, penalised. ``fraction``: rank by free fraction (default:
+    ``p.free_fraction``)."""
+    if fraction is None:
+        fraction = p.free_fraction
     c = cs.cands[i]
     live = c.live
     cap = cs.cap[i]
