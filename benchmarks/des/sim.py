@@ -65,7 +65,7 @@ class Simulation:
         self.params = self.variant.headroom_params(HeadroomParams(remote_max_age=cfg.remote_max_age, default_latency=1.0, speed_memory=6.0))
         self.procedure = self.variant.procedure()
         self.is_decide = self.base in DECIDE_STRATEGIES
-        self.sharing = self.base == "headroom" and self.variant.remote
+        self.sharing = self.base in ("headroom", "headroom-slots") and self.variant.remote  # as in production: both read the shared counts
         self.rng = random.Random(cfg.seed)
         # common_streams: arrivals + replica choice and service demands on streams of their own
         self.arng = random.Random(cfg.seed * 7919 + 1) if cfg.common_streams else self.rng
