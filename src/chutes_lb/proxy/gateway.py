@@ -187,15 +187,13 @@ class Gateway:
                     router = self.router()
                     send = router.acompletion if kind == "chat" else router.atext_completion
                     response = await send(**kwargs)
-                    if stream:
+                    if stream:  # served once the first chunk arrived
                         first, empty = await self._first_chunk(response)
-                        if retried_at is not None:
-                            self.budget.refund(retried_at)
-                        chute = self.core.chute_id(_model_id(response) or "")
-                        return CallResult(None, chute, call_id, len(attempted) + 1, Streamed(self, call_id, response, first, empty))
                     if retried_at is not None:
                         self.budget.refund(retried_at)
                     chute = self.core.chute_id(_model_id(response) or "")
+                    if stream:
+                        return CallResult(None, chute, call_id, len(attempted) + 1, Streamed(self, call_id, response, first, empty))
                     self.finished(call_id)
                     return CallResult(response, chute, call_id, len(attempted) + 1)
                 except asyncio.CancelledError:
