@@ -16,7 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from chutes_lb.routing.affinity import SessionMemo, session_key  # noqa: E402
+from chutes_lb.proxy.session import session_key  # noqa: E402
+from chutes_lb.routing.affinity import SessionMemo  # noqa: E402
 from chutes_lb.routing.decision import STRATEGIES, Affinity, decide  # noqa: E402
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, estimate  # noqa: E402
 from chutes_lb.routing.live import LiveState  # noqa: E402

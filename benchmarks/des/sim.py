@@ -40,7 +40,7 @@ import numpy as np
 from benchmarks.des.baselines import baseline_pick
 from benchmarks.des.config import SimConfig, SimResult
 from benchmarks.des.variants import variant
-from chutes_lb.routing.decision import decide
+from chutes_lb.routing.decision import REGISTRY, decide
 from chutes_lb.routing.estimate import Candidate, CandidateSet, HeadroomParams
 from chutes_lb.routing.live import LiveState
 from chutes_lb.routing.remote import RemoteCounts, exchange
@@ -63,7 +63,9 @@ class Simulation:
         self.base, _, vname = cfg.strategy.partition(":")
         self.variant = variant(vname)
         self.params = self.variant.headroom_params(HeadroomParams(remote_max_age=cfg.remote_max_age, default_latency=1.0, speed_memory=6.0))
-        self.procedure = self.variant.procedure()
+        # the strategy's registry record; a headroom ablation swaps in its own procedure
+        self.strategy = (REGISTRY[self.base]._replace(procedure=self.variant.procedure())
+                         if self.base == "headroom" else self.base)
         self.is_decide = self.base in DECIDE_STRATEGIES
         self.sharing = self.base in ("headroom", "headroom-slots") and self.variant.remote  # as in production: both read the shared counts
         self.rng = random.Random(cfg.seed)
@@ -155,8 +157,8 @@ class Simulation:
             cs = self.cands[r]
             if self.cfg.instant_snapshot:
                 cs = CandidateSet([Candidate(ids[i], self.caps[i], self.nsys[i] / self.caps[i]) for i in range(n)])
-            d = decide(cs, self.base, self.drng[r], now=t, excluded=exc or (), replicas=self.replicas_seen[r],
-                       snapshot_version=self.version, params=self.params, headroom=self.procedure)
+            d = decide(cs, self.strategy, self.drng[r], now=t, excluded=exc or (), replicas=self.replicas_seen[r],
+                       snapshot_version=self.version, params=self.params)
             self.reasons[d.reason.value] = self.reasons.get(d.reason.value, 0) + 1
             return d.index
         return baseline_pick(self, r, exc)

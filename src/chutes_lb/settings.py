@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from chutes_lb.routing.decision import REGISTRY
+
 __all__ = ["Secret", "Settings", "SettingsError", "load_settings"]
 
 
@@ -150,7 +152,8 @@ def _log_level(raw: str) -> str:
     return _choice("debug", "info", "warning", "error")(raw).upper()
 
 
-ROUTING_STRATEGIES = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle", "sticky", "passthrough")
+ROUTING_STRATEGIES = tuple(REGISTRY)  # the one registry of strategies (routing/decision.py)
+_STRATEGY_DOC = ", ".join(f"{s.name} ({s.summary})" for s in REGISTRY.values())
 
 
 def _var(env: str, parse: Callable[[str], Any], default: str, doc: str) -> Any:
@@ -176,7 +179,7 @@ class Settings:
     litellm_host: str = _var("LITELLM_HOST", _str, "0.0.0.0", "Address the proxy binds")
     litellm_port: int = _var("LITELLM_PORT", _port, "4000", "Port the proxy listens on (natively); with Compose, the host port of the front door (the proxies listen on 4000 inside)")
     litellm_workers: int = _var("LITELLM_WORKERS", _pos_int, "2", "Worker processes per proxy replica")
-    routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", "headroom (default), headroom-slots (headroom without sessions, comparing free slots: the estimator alone), least-utilization (the seed's rule), shuffle, weighted-shuffle, sticky (a session always on its own chute: a benchmark baseline), passthrough (leave it to LiteLLM)")
+    routing_strategy: str = _var("ROUTING_STRATEGY", _choice(*ROUTING_STRATEGIES), "headroom", _STRATEGY_DOC)
     routing_slow_ratio: float = _var("ROUTING_SLOW_RATIO", _slow_ratio, "1.5", "headroom: a chute whose typical request takes more than this many times as long as on the fleet's median chute serves only as overflow; 0 = off")
     routing_free_fraction: bool = _var("ROUTING_FREE_FRACTION", _bool, "false", "headroom: among chutes with a free slot prefer the larger free fraction (balances utilization) instead of more free slots; measured on the real stack: 1.5-1.7x the upstream 429s, no latency gain (BENCHMARKS.md)")
     routing_rate_limit_prior: float = _var("ROUTING_RATE_LIMIT_PRIOR", _nonneg_float, "10", "headroom: the Utilization API's rate_limit_ratio (5 min) counts as this many attempts of evidence that a chute refuses a share of requests at any load, until the worker's own attempts outweigh it; 0 = only the worker's own 429s")

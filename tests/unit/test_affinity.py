@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from chutes_lb.routing.affinity import KEY_SOURCES, SESSION_HEADERS, affinity_pick, rendezvous_order, session_key
+from chutes_lb.proxy.session import KEY_SOURCES, SESSION_HEADERS, session_key
+from chutes_lb.routing.affinity import affinity_pick, rendezvous_order
 from chutes_lb.routing.decision import Affinity, Reason, decide
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, estimate
 from chutes_lb.routing.live import LiveState

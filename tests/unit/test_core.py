@@ -13,6 +13,7 @@ import pytest
 
 from chutes_lb.fleet import ChuteRef
 from chutes_lb.proxy.info import render
+from chutes_lb.routing.attempts import UpstreamCall, Usage
 from chutes_lb.routing.core import RoutingConfig, RoutingCore
 from chutes_lb.routing.follower import SnapshotFollower
 from chutes_lb.routing.metrics import RecordingMetrics
@@ -58,25 +59,28 @@ def test_a_429_is_retried_on_another_chute_and_every_attempt_is_closed_once() ->
     clock = Clock()
     core, metrics = make_core(clock)
     core.adopt(snapshot(1, clock.t, {}))
-    first = core.pick(IDS, call_id="req-1")
+    call = UpstreamCall(core, "req-1")
+    first = call.open(IDS)
     clock.t += 0.02
-    core.attempt_ended("req-1", first, "rate_limited")  # LiteLLM reports the 429...
-    second = core.pick(IDS, failed=[first], last_failed=first, call_id="req-1")  # ...and retries
+    call.close("rate_limited")  # the attempt answered 429...
+    second = call.open(IDS)  # ...and the request retries
     assert second != first
     assert metrics.total("failover", core.label(first)) == 1
     assert core.penalty_active(first)  # the chute that answered 429 is held as full for now
     picks = Counter(core.pick(IDS, call_id=f"other-{i}") for i in range(200))
     assert picks[first] == 0, picks
     clock.t += 0.1
-    core.attempt_ended("req-1", second, "success", ttft=0.05, tokens=40)
-    core.attempt_ended("req-1", second, "success")  # a second report of the same attempt is ignored
+    call.close("success", ttft=0.05, usage=Usage(40.0, None))
+    call.close("success")  # a second report of the same attempt is ignored
+    core.close_attempt("req-1", second, "success")  # and so is a second close through the core
     assert metrics.total("upstream") == 2 and metrics.inflight[core.label(second)] == sum(
         1 for c in picks.elements() if c == second)
-    # a request whose failed attempt LiteLLM never reported: the retry pick closes it
-    lost = core.pick(IDS, call_id="req-2")
-    core.pick(IDS, failed=[lost], last_failed=lost, call_id="req-2", failure_kinds={lost: "timeout"})
+    # a request whose failed attempt was never reported: the retry's open closes it
+    lost_call = UpstreamCall(core, "req-2")
+    lost = lost_call.open(IDS)
+    lost_call.open(IDS, unreported="timeout")
     assert metrics.total("upstream", core.label(lost), "timeout") == 1
-    core.request_failed("req-2", "error")
+    lost_call.close("error")
     assert not core.ledger.has("req-2")
 
 

@@ -2,8 +2,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from chutes_lb.routing.requestinfo import (attempt_key, classify_failure, completion_tokens, failed_ids_in_request,
-                                           last_failed_in_request, ttft_seconds)
+from chutes_lb.routing.attempts import completion_tokens
+from chutes_lb.routing.requestinfo import attempt_key, failed_ids_in_request, last_failed_in_request, ttft_seconds
+from chutes_lb.routing.retry import classify
 
 pytestmark = pytest.mark.unit
 
@@ -46,8 +47,8 @@ class Timeout(Exception):
 
 @pytest.mark.parametrize("exc,outcome", [(_Err(429), "rate_limited"), (RateLimitError(), "rate_limited"), (_Err(408), "timeout"),
                                          (Timeout(), "timeout"), (_Err(503), "error"), (None, "error")])
-def test_failures_are_classified(exc, outcome):
-    assert classify_failure({"exception": exc}) == outcome
+def test_failures_are_classified_by_the_one_classifier(exc, outcome):
+    assert classify(exc).outcome == outcome
 
 
 def test_ttft_only_for_streams():

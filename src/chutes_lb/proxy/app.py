@@ -62,7 +62,7 @@ def create_app() -> Any:
     from litellm.proxy import proxy_server  # (imports litellm, which loads .env into os.environ)
 
     from chutes_lb.proxy.agent_api import AgentRoutes
-    from chutes_lb.proxy.gateway import Gateway
+    from chutes_lb.proxy.gateway import Gateway, LiteLLMSender
     from chutes_lb.proxy.messages import validate_messages_body
     from chutes_lb.proxy.openai_api import OpenAIRoutes
     from chutes_lb.proxy.responses import validate_responses_body
@@ -71,7 +71,7 @@ def create_app() -> Any:
     quiet_third_party(settings.log_level)
     fleet = read_fleet(settings.litellm_config_path)
     redactor = Redactor(settings.secrets())
-    gateway = Gateway(lambda: proxy_server.llm_router, rt.core, fleet, RetryBudget(percent=settings.retry_budget_percent / 100.0),
+    gateway = Gateway(LiteLLMSender(lambda: proxy_server.llm_router), rt.core, fleet, RetryBudget(percent=settings.retry_budget_percent / 100.0),
                       redactor, key_sources=settings.routing_affinity_keys if rt.core.uses_sessions else ())
     openai_routes = OpenAIRoutes(gateway, send_json, rt.core.metrics)
     routes: dict[str, ApiRoute] = {}

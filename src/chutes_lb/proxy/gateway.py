@@ -4,9 +4,13 @@
 ``llm_router.acompletion`` / ``atext_completion`` with LiteLLM's own retries and fallbacks off,
 and retries here instead, so that one client request makes at most ``1 + num_retries`` upstream
 attempts in every failure mode (LiteLLM's layers stacked to 7-11), each on a chute that has not
-failed it yet (when none is left, the request fails). Each attempt goes through the
-routing hook like any other (same decision, in-flight accounting, metrics), with the chutes that
-already failed excluded. A retry also needs the :class:`~chutes_lb.routing.retry.RetryBudget`.
+failed it yet (when none is left, the request fails). The gateway owns every attempt through one
+:class:`~chutes_lb.routing.attempts.UpstreamCall`: the routing core chooses the chute *before*
+LiteLLM is called, and LiteLLM is asked to send to exactly that deployment (``model`` = its
+deployment id: LiteLLM's router then skips its cooldown filter and its routing callbacks), so no
+routing data travels through LiteLLM's metadata and nothing has to be read back from it. Each
+attempt is closed here, once, with the one classifier's outcome
+(:func:`chutes_lb.routing.retry.classify`). A retry also needs the :class:`~chutes_lb.routing.retry.RetryBudget`.
 After the group's chutes have all failed, the next attempt goes to the group's fallbacks
 (``router_settings.fallbacks``). A retry that served the request (its answer, or a stream's
 first chunk) is refunded to the budget: only retries that failed again spend it.
@@ -29,20 +33,18 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 from chutes_lb.fleet import Fleet
 from chutes_lb.redact import Redactor
-from chutes_lb.routing.affinity import session_key
+from chutes_lb.proxy.session import session_key
 from chutes_lb.routing.core import RoutingCore
-from chutes_lb.routing.requestinfo import AFFINITY_KEY, API_KEY, EXCLUDED_KEY
-from chutes_lb.routing.retry import Failure, RetryBudget, failure_of, final_status
+from chutes_lb.routing.attempts import UpstreamCall, usage_of
+from chutes_lb.routing.retry import Failure, RetryBudget, classify, final_status
 
-__all__ = ["Gateway", "CallResult", "Streamed", "UpstreamFailure"]
+__all__ = ["Gateway", "Sender", "LiteLLMSender", "CallResult", "Streamed", "UpstreamFailure"]
 
 log = logging.getLogger("chutes_lb.proxy")
-
-STREAM_CLOSE_GRACE_SECONDS = 5.0  # LiteLLM may never call back for an empty stream: close it then
 
 
 class UpstreamFailure(Exception):
@@ -76,10 +78,15 @@ class Attempted:
 
 class Streamed:
     """A stream whose first chunk already arrived; iterate it once. Other attributes are LiteLLM's
-    stream wrapper's (the translation layers read ``logging_obj``, ``chunks``, ...)."""
+    stream wrapper's (the translation layers read ``logging_obj``, ``chunks``, ...). It closes its
+    attempt exactly once: at the end (success, with the usage the stream reported), on an error
+    mid-way (that error's outcome, then re-raised for the API layer to turn into its own error
+    event) or when the client goes away (``cancelled``, and the upstream stream is closed)."""
 
-    def __init__(self, gateway: "Gateway", call_id: str, wrapper: Any, first: Any, empty: bool) -> None:
-        self._gateway, self.call_id, self._wrapper, self._first, self._empty = gateway, call_id, wrapper, first, empty
+    def __init__(self, call: UpstreamCall, wrapper: Any, first: Any, empty: bool, ttft: float | None) -> None:
+        self._call, self.call_id, self._wrapper, self._first, self._empty = call, call.call_id, wrapper, first, empty
+        self._ttft = ttft
+        self._usage: Any = None
         self._gen: AsyncIterator[Any] | None = None
         self._ended = False
 
@@ -100,49 +107,89 @@ class Streamed:
         elif not self._ended:
             await self._abandon()
 
+    def _saw(self, chunk: Any) -> Any:
+        """Keep the latest usage the stream reported (the usage chunk, or LiteLLM's hidden
+        usage on the last chunk when the client did not ask for it)."""
+        usage = getattr(chunk, "usage", None)
+        if usage is None:
+            hidden = getattr(chunk, "_hidden_params", None)
+            usage = hidden.get("usage") if isinstance(hidden, dict) else None
+        if usage is not None:
+            self._usage = usage
+        return chunk
+
     async def _chunks(self) -> AsyncIterator[Any]:
         done = False
         try:
             if not self._empty:
-                yield self._first
+                yield self._saw(self._first)
                 async for chunk in self._wrapper:
-                    yield chunk
+                    yield self._saw(chunk)
             done = True
+            self._ended = True
+            self._call.close("success", ttft=self._ttft,
+                             usage=usage_of({"usage": self._usage}) if self._usage is not None else None)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            failure = failure_of(type(exc).__name__, getattr(exc, "status_code", None), str(exc))
-            self._gateway.core.close_attempts(self.call_id, failure.outcome)
             done = True
+            self._ended = True
+            self._call.close(classify(exc).outcome)
             raise
         finally:
             if not done:  # the client went away: free the chute and the routing slot
                 await self._abandon()
-            else:
-                self._ended = True
-                self._gateway.finished(self.call_id)
 
     async def _abandon(self) -> None:
         self._ended = True
-        self._gateway.core.close_attempts(self.call_id, "cancelled")
+        self._call.close("cancelled")
         try:
             if hasattr(self._wrapper, "aclose"):
                 await asyncio.shield(self._wrapper.aclose())
         except Exception:  # closing a broken stream must not mask why it ended
             pass
-        self._gateway.finished(self.call_id)
+
+
+class Sender(Protocol):
+    """The narrow seam between the gateway and what sends one attempt (as httpx's transports):
+    send the request ``params`` to exactly ``deployment`` (a deployment id, or a model group for
+    the passthrough baseline) and return the response, or for ``stream`` an async iterator of
+    chunks once the upstream answered; raise on failure (named by
+    :func:`chutes_lb.routing.retry.classify`). :class:`LiteLLMSender` is the production one; the
+    unit tests use a scripted one."""
+
+    async def send(self, kind: str, deployment: str, params: dict[str, Any], *, stream: bool, call_id: str) -> Any: ...
+
+
+class LiteLLMSender:
+    """Sends through LiteLLM's router, to exactly the deployment given, with LiteLLM's own retries
+    and fallbacks off (the gateway retries)."""
+
+    def __init__(self, router: Callable[[], Any]) -> None:
+        self.router = router  # returns LiteLLM's llm_router (set once the proxy started)
+
+    async def send(self, kind: str, deployment: str, params: dict[str, Any], *, stream: bool, call_id: str) -> Any:
+        router = self.router()
+        kwargs = dict(params, model=deployment, litellm_call_id=call_id, num_retries=0, fallbacks=[])
+        if stream:
+            kwargs["stream"] = True
+        return await (router.acompletion if kind == "chat" else router.atext_completion)(**kwargs)
 
 
 @dataclass
 class Gateway:
-    router: Callable[[], Any]  # returns LiteLLM's llm_router (set once the proxy started)
+    sender: Sender
     core: RoutingCore
     fleet: Fleet
     budget: RetryBudget
     redactor: Redactor
     key_sources: tuple[str, ...] = ()  # ROUTING_AFFINITY_KEYS
     clock: Callable[[], float] = time.monotonic
-    _closers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+    _deployments: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for ref in self.fleet.deployments:  # model group -> its deployment ids, in config order
+            self._deployments[ref.model_group] = (*self._deployments.get(ref.model_group, ()), ref.deployment_id)
 
     def session(self, body: Mapping[str, Any], headers: Mapping[str, str]) -> int | None:
         """The request's session key (never its text), None without one."""
@@ -167,65 +214,54 @@ class Gateway:
                    affinity_key: int | None = None) -> CallResult:
         """Send one client request (``params``: the upstream body without ``model``) to ``group``;
         ``affinity_key``: the request's session (routing/affinity.py), every attempt keeps it."""
-        call_id = str(uuid.uuid4())
+        call = UpstreamCall(self.core, str(uuid.uuid4()), api, affinity_key)
         self.budget.request(self.clock())
         attempted: list[Attempted] = []
-        excluded: list[str] = []
         groups = (group, *self.fleet.fallbacks.get(group, ()))
         max_attempts = 1 + self.fleet.num_retries
         retried_at: float | None = None  # when the budget granted the latest retry
-        try:
-            target: str | None = group
-            while True:
-                assert target is not None
-                kwargs = dict(params, model=target, litellm_call_id=call_id, num_retries=0, fallbacks=[],
-                              metadata={API_KEY: api, EXCLUDED_KEY: list(excluded), AFFINITY_KEY: affinity_key})
+        target: str | None = group
+        while True:
+            assert target is not None
+            if self.core.strategy == "passthrough":  # a baseline: LiteLLM's own routing_strategy chooses
+                deployment = target
+            else:
+                deployment = call.open(self._deployments[target], target)  # the core chooses, before LiteLLM is called
+            try:
+                started = self.clock()
+                response = await self.sender.send(kind, deployment, params, stream=stream, call_id=call.call_id)
+                if stream:  # served once the first chunk arrived
+                    first, empty = await self._first_chunk(response)
+                    ttft = self.clock() - started
+                if retried_at is not None:
+                    self.budget.refund(retried_at)
+                chute = call.tried[-1] if call.tried else self.core.chute_id(_model_id(response))
                 if stream:
-                    kwargs["stream"] = True
-                before = len(self.core.tried(call_id))
-                try:
-                    router = self.router()
-                    send = router.acompletion if kind == "chat" else router.atext_completion
-                    response = await send(**kwargs)
-                    if stream:  # served once the first chunk arrived
-                        first, empty = await self._first_chunk(response)
-                    if retried_at is not None:
-                        self.budget.refund(retried_at)
-                    chute = self.core.chute_id(_model_id(response) or "")
-                    if stream:
-                        return CallResult(None, chute, call_id, len(attempted) + 1, Streamed(self, call_id, response, first, empty))
-                    self.finished(call_id)
-                    return CallResult(response, chute, call_id, len(attempted) + 1)
-                except asyncio.CancelledError:
-                    self.core.close_attempts(call_id, "cancelled")
-                    self.finished(call_id)
-                    raise
-                except Exception as exc:
-                    failure = failure_of(type(exc).__name__, getattr(exc, "status_code", None), str(exc))
-                    tried = self.core.tried(call_id)
-                    chute = tried[-1] if len(tried) > before else None
-                    self.core.close_attempts(call_id, failure.outcome)
-                    if chute is None and failure.upstream:
-                        failure = failure._replace(upstream=False, what=f"no upstream attempt ({type(exc).__name__})")
-                    label = self.core.label(chute) if chute else "-"
-                    attempted.append(Attempted(label, failure, self._detail(exc)))
-                    n = len(attempted)
-                    log.warning("upstream attempt failed: api %s, group %s, chute %s: %s (attempt %d of at most %d, call %s)",
-                                api, target, label, failure.what, n, max_attempts, call_id[:8])
-                    if chute is not None:
-                        excluded.append(chute)
-                    target = self._target(groups, set(excluded))
-                    if not (failure.upstream and failure.retryable) or n >= max_attempts or target is None:
-                        raise self._failure(attempted, group)
-                    now = self.clock()
-                    if not self.budget.try_retry(now):
-                        self.core.metrics.retry_refused(api)
-                        raise self._failure(attempted, group, budget=True)
-                    retried_at = now
-                    self.core.metrics.retry(api, failure.outcome)
-        except UpstreamFailure:
-            self.finished(call_id)
-            raise
+                    return CallResult(None, chute, call.call_id, len(attempted) + 1, Streamed(call, response, first, empty, ttft))
+                call.close("success", usage=usage_of(response))
+                return CallResult(response, chute, call.call_id, len(attempted) + 1)
+            except asyncio.CancelledError:
+                call.close("cancelled")
+                raise
+            except Exception as exc:
+                failure = classify(exc)
+                chute = call.close(failure.outcome)
+                if chute is None and failure.upstream:  # passthrough: which chute failed is unknown here
+                    failure = failure._replace(upstream=False, what=f"no upstream attempt known ({type(exc).__name__})")
+                label = self.core.label(chute) if chute else "-"
+                attempted.append(Attempted(label, failure, self._detail(exc)))
+                n = len(attempted)
+                log.warning("upstream attempt failed: api %s, group %s, chute %s: %s (attempt %d of at most %d, call %s)",
+                            api, target, label, failure.what, n, max_attempts, call.call_id[:8])
+                target = self._target(groups, set(call.tried))
+                if not (failure.upstream and failure.retryable) or n >= max_attempts or target is None:
+                    raise self._failure(attempted, group) from None
+                now = self.clock()
+                if not self.budget.try_retry(now):
+                    self.core.metrics.retry_refused(api)
+                    raise self._failure(attempted, group, budget=True) from None
+                retried_at = now
+                self.core.metrics.retry(api, failure.outcome)
 
     def _target(self, groups: tuple[str, ...], excluded: set[str]) -> str | None:
         """The first group that still has a chute this request has not failed on (a retry goes to
@@ -240,17 +276,6 @@ class Gateway:
             return await wrapper.__anext__(), False
         except StopAsyncIteration:
             return None, True
-
-    def finished(self, call_id: str) -> None:
-        """The proxy is done with the request; an attempt still open after a grace period (LiteLLM
-        never called back, e.g. for an empty stream) is closed as a success without a pace sample."""
-        self.core.request_done(call_id)
-        if self.core.ledger.has(call_id):
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            loop.call_later(STREAM_CLOSE_GRACE_SECONDS, self.core.close_attempts, call_id, "success")
 
     def _detail(self, exc: Exception) -> str:
         """A short, key-free hint from the upstream's answer (never a traceback)."""
@@ -281,9 +306,8 @@ class Gateway:
         return UpstreamFailure(status, message, failures, retry_after)
 
 
-def _model_id(response: Any) -> str | None:
+def _model_id(response: Any) -> str:
+    """The deployment LiteLLM chose (passthrough only: otherwise the gateway chose it)."""
     hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, dict):
-        value = hidden.get("model_id")
-        return str(value) if value else None
-    return None
+    value = hidden.get("model_id") if isinstance(hidden, dict) else None
+    return str(value) if value else ""

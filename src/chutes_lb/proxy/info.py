@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from chutes_lb.routing.core import RoutingCore
+from chutes_lb.routing.decision import REGISTRY
 from chutes_lb.routing.estimate import is_slow
 
 
@@ -40,9 +41,11 @@ def render(core: RoutingCore) -> dict[str, Any]:
         })
     return {
         "strategy": core.strategy,
+        "strategies": {name: {"summary": spec.summary, "sessions": spec.sessions, "reads_snapshot": spec.reads_snapshot}
+                       for name, spec in REGISTRY.items()},
         "worker": core.worker_id,
         "affinity": {
-            "enabled": core.config.affinity and core.strategy == "headroom",
+            "enabled": core.uses_sessions,
             "load_bound": core.config.affinity_bound,
             "sessions_remembered": len(core.sessions),
             "decisions_this_worker": dict(core.affinity_counts),

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chutes_lb.fleet import load_deployments
 from chutes_lb.routing.core import RoutingConfig, RoutingCore
+from chutes_lb.routing.estimate import DEFAULT_PARAMS
 from chutes_lb.routing.follower import SnapshotFollower
 from chutes_lb.routing.hook import BackgroundTasks, ChutesRoutingHook
 from chutes_lb.routing.metrics import PrometheusRoutingMetrics
@@ -22,7 +23,18 @@ from chutes_lb.routing.sharing import InflightSharing
 from chutes_lb.settings import Settings
 from chutes_lb.snapshot import RedisSnapshotStore
 
-__all__ = ["ProxyRuntime", "build_runtime", "install", "current"]
+__all__ = ["ProxyRuntime", "routing_config", "build_runtime", "install", "current"]
+
+
+def routing_config(settings: Settings) -> RoutingConfig:
+    """The routing core's parameters, from the settings read once (the core never reads them)."""
+    return RoutingConfig(strategy=settings.routing_strategy,
+                         params=replace(DEFAULT_PARAMS, slow_ratio=settings.routing_slow_ratio,
+                                        rl_prior_weight=settings.routing_rate_limit_prior,
+                                        free_fraction=settings.routing_free_fraction),
+                         stale_seconds=settings.snapshot_stale_seconds,
+                         request_timeout_seconds=settings.proxy_request_timeout_seconds,
+                         affinity=settings.routing_affinity, affinity_bound=settings.routing_affinity_bound)
 
 
 @dataclass
@@ -39,7 +51,7 @@ def build_runtime(settings: Settings) -> ProxyRuntime:
 
     deployments = load_deployments(settings.litellm_config_path)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    core = RoutingCore(deployments, RoutingConfig.from_settings(settings), PrometheusRoutingMetrics(), worker_id=worker_id)
+    core = RoutingCore(deployments, routing_config(settings), PrometheusRoutingMetrics(), worker_id=worker_id)
     client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=10)
     store = RedisSnapshotStore(client, settings.redis_key_prefix, settings.snapshot_ttl_seconds)
     tasks = BackgroundTasks(core, SnapshotFollower(core, store, settings.snapshot_refresh_seconds),

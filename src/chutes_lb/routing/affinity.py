@@ -2,12 +2,11 @@
 the previous ones (its prefix cache holds their prompt) while that chute has room, without
 piling sessions onto one chute. Pure: no I/O, no clock.
 
-**The key** (:func:`session_key`) comes from what the client sends, in a configured order of
-sources: a session header (``x-session-id``, or the ones coding agents send), OpenAI's
-``prompt_cache_key``, Anthropic's ``metadata.user_id`` (Claude Code puts its session there),
-OpenAI's ``user``, and last a hash of the conversation's stable prefix (the system prompt and the
-first user message, as llm-d's prefix scorer does). Only a 64-bit hash is kept: never the text.
-Every replica and worker computes the same key for the same conversation.
+Must not import: ``chutes_lb.settings``, Redis, HTTP clients, LiteLLM, or anything in ``chutes_lb.proxy``.
+
+**The key** is a 64-bit integer the caller derives from the request (the proxy:
+:mod:`chutes_lb.proxy.session`, from headers and body; the DES: from its session ids, both with
+:func:`h64`). Routing never sees a request body.
 
 **The pick** (:func:`affinity_pick`): the candidates are ordered by weighted rendezvous hashing
 (the highest ``capacity / -ln(h(key, chute))`` first, so a chute gets sessions in proportion to
@@ -24,93 +23,24 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from typing import Any, Callable, Collection, Iterable, Mapping, NamedTuple
+from typing import Callable, Collection, NamedTuple
 
 from chutes_lb.routing.estimate import CandidateSet, Estimate
-from chutes_lb.settings import KEY_SOURCES
 
-__all__ = ["KEY_SOURCES", "DEFAULT_KEY_SOURCES", "SESSION_HEADERS", "session_key", "rendezvous_order", "affinity_pick",
-           "AffinityPick", "SessionMemo", "OUTCOMES"]
+__all__ = ["h64", "rendezvous_order", "affinity_pick", "AffinityPick", "SessionMemo", "OUTCOMES"]
 
-DEFAULT_KEY_SOURCES = KEY_SOURCES
-# headers that name a session: ours first, then what coding agents send
-SESSION_HEADERS = ("x-session-id", "x-claude-code-session-id", "session-id", "session_id", "x-session-affinity")
 # Up to this share of its slots a chute keeps its sessions whatever the fleet's mean load: at low
 # load the bound (its share x bound, rounded up) is a slot or two, estimation noise alone (the
 # utilization API's 10 s averages) would then move sessions and lose their caches for no gain.
 FREE_BELOW = 0.5
-PREFIX_CHARS = 8192  # of the system prompt and of the first user message: enough to tell sessions apart
 # how an affinity pick ended (bounded metric label values)
 OUTCOMES = ("hit", "spill", "dropped_full", "dropped_penalized", "dropped_slow", "dropped_excluded", "dropped_overloaded", "no_key")
 
 
-def _h64(*parts: str) -> int:
+def h64(*parts: str) -> int:
+    """A stable 64-bit hash of the parts (the same in every process: session keys, chute hashes)."""
     digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(digest, "big")
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        out = []
-        for part in content:
-            if isinstance(part, dict):
-                text = part.get("text")
-                if isinstance(text, str):
-                    out.append(text)
-                elif part.get("type") in ("input_text", "output_text") and isinstance(part.get("text"), str):
-                    out.append(part["text"])
-        return "\n".join(out)
-    return ""
-
-
-def _prefix(body: Mapping[str, Any]) -> str | None:
-    """System prompt + first user message of a chat, Messages or Responses body (None if none)."""
-    system = _text(body.get("system")) or (body.get("instructions") if isinstance(body.get("instructions"), str) else "")
-    items = body.get("messages")
-    if items is None:
-        inp = body.get("input")
-        items = [{"role": "user", "content": inp}] if isinstance(inp, str) else inp
-    if not isinstance(items, list):
-        prompt = body.get("prompt")
-        return prompt[:PREFIX_CHARS] if isinstance(prompt, str) and prompt else None
-    first_user = ""
-    for item in items:
-        if not isinstance(item, dict):
-            continue
-        role = item.get("role")
-        if role in ("system", "developer") and not system:
-            system = _text(item.get("content"))
-        elif role == "user":
-            first_user = _text(item.get("content"))
-            break
-    if not system and not first_user:
-        return None
-    return system[:PREFIX_CHARS] + "\x1e" + first_user[:PREFIX_CHARS]
-
-
-def session_key(body: Mapping[str, Any], headers: Mapping[str, str], sources: Iterable[str] = DEFAULT_KEY_SOURCES) -> tuple[int, str] | None:
-    """(64-bit key, source name) for this request, or None when no source applies."""
-    for source in sources:
-        value: str | None = None
-        if source == "header":
-            value = next((headers[h] for h in SESSION_HEADERS if headers.get(h)), None)
-        elif source == "prompt_cache_key":
-            v = body.get("prompt_cache_key")
-            value = v if isinstance(v, str) and v else None
-        elif source == "metadata":
-            meta = body.get("metadata")
-            v = meta.get("user_id") if isinstance(meta, dict) else None
-            value = v if isinstance(v, str) and v else None
-        elif source == "user":
-            v = body.get("user")
-            value = v if isinstance(v, str) and v else None
-        elif source == "prefix":
-            value = _prefix(body)
-        if value:
-            return _h64(source, value), source
-    return None
 
 
 _CHUTE_HASH: dict[str, int] = {}
@@ -122,7 +52,7 @@ def _chute_hash(chute_id: str) -> int:
     if h is None:
         if len(_CHUTE_HASH) > 100_000:
             _CHUTE_HASH.clear()
-        h = _CHUTE_HASH[chute_id] = _h64("chute", chute_id)
+        h = _CHUTE_HASH[chute_id] = h64("chute", chute_id)
     return h
 
 

@@ -2,9 +2,10 @@
 configured chutes, the adopted snapshot and its state, :class:`LiveState`, the other workers'
 counts, the attempt ledger, the latest per-chute estimates) and makes every decision.
 
-The LiteLLM adapter (:mod:`chutes_lb.routing.hook`) calls :meth:`RoutingCore.pick` for each
-upstream attempt and :meth:`attempt_ended` / :meth:`request_failed` when attempts end; the
-background tasks (:mod:`.follower`, :mod:`.sharing`) call :meth:`adopt`, :meth:`snapshot_missing`,
+Every upstream attempt is opened by :meth:`RoutingCore.pick` and closed by
+:meth:`RoutingCore.close_attempt`, both called by the attempt's one owner,
+:class:`~chutes_lb.routing.attempts.UpstreamCall` (held by the proxy's gateway, or by the LiteLLM
+hook for requests that reach LiteLLM's own routes); the background tasks (:mod:`.follower`, :mod:`.sharing`) call :meth:`adopt`, :meth:`snapshot_missing`,
 :meth:`snapshot_invalid`, :meth:`snapshot_unreachable`, :meth:`exchanged` and :meth:`tick`. The
 clock, the random source and the metrics are injected, so unit tests drive it with a fake clock,
 a seeded ``random.Random`` and :class:`~chutes_lb.routing.metrics.RecordingMetrics`.
@@ -13,7 +14,8 @@ Identity: LiteLLM's deployment id (``model_info.id``) names a deployment in a mo
 chute UUID names the chute. Snapshot data, live counts, 429 holds, metrics and logs belong to the
 chute, whichever deployment (group) sent the request.
 
-Must not import: Redis, HTTP clients, LiteLLM, prometheus_client, or anything in ``chutes_lb.proxy``.
+Must not import: ``chutes_lb.settings``, Redis, HTTP clients, LiteLLM, prometheus_client, or anything
+in ``chutes_lb.proxy`` (``tests/unit/test_import_rules.py``).
 """
 from __future__ import annotations
 
@@ -21,34 +23,33 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
 from chutes_lb.fleet import ChuteRef
 from chutes_lb.routing.affinity import SessionMemo
-from chutes_lb.routing.decision import Affinity, decide
+from chutes_lb.routing.decision import REGISTRY, Affinity, Strategy, decide, strategy_of
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate, penalty_active
 from chutes_lb.routing.ledger import Attempt, AttemptLedger
 from chutes_lb.routing.live import LiveState
 from chutes_lb.routing.remote import RemoteCounts, aggregate_remote, exchange
 from chutes_lb.routing.metrics import RoutingMetrics
 from chutes_lb.routing.report import DecisionReport
-from chutes_lb.settings import Settings
-from chutes_lb.snapshot import Snapshot
+from chutes_lb.snapshot.model import Snapshot
 
 __all__ = ["RoutingConfig", "RoutingCore", "SNAPSHOT_STATES"]
 
 log = logging.getLogger("chutes_lb.routing")
 
 SNAPSHOT_STATES = ("ok", "missing", "stale", "redis_unreachable", "invalid")
-SNAPSHOT_STRATEGIES = ("headroom", "headroom-slots", "least-utilization")  # the strategies that read the snapshot
 
 
 @dataclass(frozen=True)
 class RoutingConfig:
-    """What the core needs from the settings, read once by the caller."""
+    """What the core needs, as plain values (the proxy's runtime builds it from the settings it
+    read once; the DES builds it from its own configuration)."""
 
-    strategy: str = "headroom"
+    strategy: "str | Strategy" = "headroom"  # a name in decision.REGISTRY (the DES's ablations pass a record)
     params: HeadroomParams = DEFAULT_PARAMS
     stale_seconds: float = 120.0
     request_timeout_seconds: float = 600.0
@@ -57,23 +58,15 @@ class RoutingConfig:
     affinity_bound: float = 2.0  # DES sessions, 60% load: 81% of sessions on one chute at 2, 41% at 1.25 (BENCHMARKS.md)
     affinity_depth: int = 2  # chutes of a session's order tried before the usual pick
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "RoutingConfig":
-        return cls(strategy=settings.routing_strategy, params=replace(DEFAULT_PARAMS, slow_ratio=settings.routing_slow_ratio,
-                                                                    rl_prior_weight=settings.routing_rate_limit_prior,
-                                                                    free_fraction=settings.routing_free_fraction),
-                   stale_seconds=settings.snapshot_stale_seconds,
-                   request_timeout_seconds=settings.proxy_request_timeout_seconds,
-                   affinity=settings.routing_affinity, affinity_bound=settings.routing_affinity_bound)
-
 
 class RoutingCore:
     def __init__(self, deployments: Sequence[ChuteRef], config: RoutingConfig, metrics: RoutingMetrics, *,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None, worker_id: str = "worker") -> None:
         self.config = config
-        self.strategy = config.strategy
-        # sessions steer the pick: headroom with affinity on, or the sticky baseline
-        self.uses_sessions = config.strategy == "sticky" or (config.affinity and config.strategy == "headroom")
+        self.spec: Strategy = REGISTRY["passthrough"] if config.strategy == "passthrough" else strategy_of(config.strategy)
+        self.strategy = self.spec.name
+        # sessions steer the pick: a bounded-affinity strategy with affinity on, or the sticky baseline
+        self.uses_sessions = self.spec.sessions == "sticky" or (config.affinity and self.spec.sessions == "bounded")
         self.params = config.params
         self.metrics = metrics
         self.clock = clock
@@ -98,7 +91,7 @@ class RoutingCore:
         self.estimated_at: float | None = None
         self._known_instances: dict[str, int] = {}
         self._candidate_cache: dict[tuple[object, tuple[str, ...]], CandidateSet] = {}
-        self.report = DecisionReport(config.strategy)
+        self.report = DecisionReport(self.strategy)
         self.sessions = SessionMemo(config.affinity_depth)
         self.affinity_counts: Counter[str] = Counter()  # this worker's session decisions, for /info
 
@@ -119,15 +112,15 @@ class RoutingCore:
         return snap
 
     def pick(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), last_failed: str | None = None,
-             call_id: str | None = None, failure_kinds: Mapping[str, str] | None = None, api: str = "chat",
-             group: str = "", affinity_key: int | None = None) -> str:
-        """Choose the deployment for one upstream attempt and open its bookkeeping.
+             call_id: str | None = None, api: str = "chat", group: str = "", affinity_key: int | None = None) -> str:
+        """Choose the deployment for one upstream attempt and open its bookkeeping. The caller
+        is the attempt's owner (:class:`~chutes_lb.routing.attempts.UpstreamCall`): it closes the
+        attempt with :meth:`close_attempt`.
 
-        ``failed``: deployments that already failed within this request (never chosen again while
-        another chute is available); ``last_failed``: the one whose failure caused this pick;
-        ``failure_kinds``: outcome per failed deployment for attempts LiteLLM did not report.
-        A pick without a ``call_id`` is answered but opens nothing: no attempt can be closed for
-        it (LiteLLM asks that way outside requests, e.g. for token counting)."""
+        ``failed``: deployments or chutes that already failed within this request (never chosen
+        again while another chute is available); ``last_failed``: the one whose failure caused
+        this pick. A pick without a ``call_id`` is answered but opens nothing (LiteLLM asks that
+        way outside requests, e.g. for token counting)."""
         now = self.clock()
         by_chute: dict[str, str] = {}
         for dep in deployment_ids:
@@ -142,7 +135,7 @@ class RoutingCore:
 
             session = Affinity(self.sessions.order(affinity_key, cands), self.config.affinity_bound,
                                self.sessions.load(cands, now, est), lambda: self.sessions.load(cands, now, est, fresh=True))
-        d = decide(cands, self.strategy, self.rng, now=now, excluded=excluded, replicas=self.replicas,
+        d = decide(cands, self.spec, self.rng, now=now, excluded=excluded, replicas=self.replicas,
                    snapshot_version=self.live.snapshot_version, params=self.params, affinity=session)
         chute = d.chute_id
         if call_id is None:
@@ -153,15 +146,10 @@ class RoutingCore:
             outcome = (d.affinity or "no_key").split(":", 1)[0]
             self.metrics.affinity(api, outcome)
             self.affinity_counts[outcome] += 1
-        if snap is None and self.strategy in SNAPSHOT_STRATEGIES:
+        if snap is None and self.spec.reads_snapshot:
             self.metrics.fallback(self.snapshot_state if self.snapshot_state != "ok" else "stale")
         if excluded and last_failed is not None and self.chute_id(last_failed) in self.chutes:
             self.metrics.failover(self.label(self.chute_id(last_failed)))  # once, against the chute that just failed
-        if self.ledger.has(call_id):
-            # LiteLLM retries only after an attempt failed, and does not report every failed
-            # attempt to the callbacks: whatever this request still has open has failed.
-            kinds = {self.chute_id(k): v for k, v in (failure_kinds or {}).items()}
-            self._close_all(call_id, now, kinds, "error")
         token = self.live.on_start(chute, now)
         self.ledger.open(call_id, chute, Attempt(token, now, api))
         self.metrics.attempt_started(label)
@@ -195,29 +183,13 @@ class RoutingCore:
         return built
 
     # ------------------------------------------------------------ outcomes
-    def attempt_ended(self, call_id: str, deployment_id: str, outcome: str, *, ttft: float | None = None,
+    def close_attempt(self, call_id: str, chute: str, outcome: str, *, ttft: float | None = None,
                       tokens: float | None = None, prompt: tuple[float, float] | None = None) -> None:
-        """Close one attempt exactly once: live bookkeeping, in-flight gauge, outcome metrics.
-        ``prompt``: (prompt tokens, cached tokens) of a successful response, when known."""
-        self._end(call_id, self.chute_id(deployment_id), outcome, self.clock(), ttft, tokens, prompt)
-
-    def request_failed(self, call_id: str, outcome: str) -> None:
-        """The request failed for good: every attempt it still has open is over."""
-        self._close_all(call_id, self.clock(), {}, outcome)
-
-    def close_attempts(self, call_id: str, outcome: str) -> list[str]:
-        """Close whatever this request still has open with ``outcome``; returns those chutes."""
-        open_now = self.ledger.chutes_of(call_id)
-        self._close_all(call_id, self.clock(), {}, outcome)
-        return open_now
-
-    def tried(self, call_id: str) -> list[str]:
-        """The chutes this request was sent to so far, in order."""
-        return self.ledger.tried(call_id)
-
-    def request_done(self, call_id: str) -> None:
-        """The proxy is done with this request (its open attempts close through their callbacks)."""
-        self.ledger.forget(call_id)
+        """Close one attempt (``chute``: its chute or deployment id) exactly once: live
+        bookkeeping, in-flight gauge, outcome metrics; a second close of the same attempt is
+        ignored. ``prompt``: (prompt tokens, cached tokens) of a successful response, when known.
+        Called by the attempt's owner (:class:`~chutes_lb.routing.attempts.UpstreamCall`)."""
+        self._end(call_id, self.chute_id(chute), outcome, self.clock(), ttft, tokens, prompt)
 
     def _end(self, call_id: str, chute: str, outcome: str, now: float, ttft: float | None = None,
              tokens: float | None = None, prompt: tuple[float, float] | None = None) -> None:
@@ -233,17 +205,13 @@ class RoutingCore:
         latency = max(0.0, now - attempt.started) if outcome == "success" else None
         self.metrics.attempt_ended(self.label(chute), outcome, latency, ttft, attempt.api)
 
-    def _close_all(self, call_id: str, now: float, kinds: Mapping[str, str], default: str) -> None:
-        for chute in self.ledger.chutes_of(call_id):
-            self._end(call_id, chute, kinds.get(chute, default), now)
-
     def sweep(self) -> None:
-        """Forget attempts whose callback never came (client gone): bounded memory, honest counts."""
+        """Forget attempts whose owner vanished without closing them (a bug or a killed task):
+        bounded memory and honest in-flight counts, each counted as a ``timeout``."""
         now = self.clock()
         cutoff = now - self.config.request_timeout_seconds
         for call_id, chute in self.ledger.older_than(cutoff):
             self._end(call_id, chute, "timeout", now)
-        self.ledger.forget_older_than(cutoff)
 
     # ------------------------------------------------------------ snapshot (background)
     def adopt(self, snap: Snapshot) -> None:

@@ -41,11 +41,9 @@ from typing import Callable, Collection, NamedTuple, Protocol, Sequence
 from chutes_lb.routing.affinity import affinity_pick
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate
 
-__all__ = ["STRATEGIES", "SESSION_STRATEGIES", "DEFAULT_STRATEGY", "Reason", "Decision", "Affinity", "decide", "headroom_pick", "weighted_index",
-           "uniform_index", "RandomLike"]
+__all__ = ["REGISTRY", "STRATEGIES", "DEFAULT_STRATEGY", "Strategy", "strategy_of", "Reason", "Decision", "Affinity", "decide",
+           "headroom_pick", "weighted_index", "uniform_index", "RandomLike"]
 
-STRATEGIES: tuple[str, ...] = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle", "sticky")
-SESSION_STRATEGIES: tuple[str, ...] = ("headroom", "sticky")  # the strategies that use a session's affinity
 DEFAULT_STRATEGY = "headroom"
 
 
@@ -190,36 +188,96 @@ def _argmin(cs: CandidateSet, excluded: Collection[str]) -> int:
     return best if best >= 0 else first
 
 
-def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: RandomLike, *, now: float = 0.0,
-           excluded: Collection[str] = (), replicas: float = 1, snapshot_version: object = None,
-           params: HeadroomParams = DEFAULT_PARAMS, headroom: HeadroomProcedure = headroom_pick,
-           affinity: Affinity | None = None) -> Decision:
-    """Choose one candidate. ``replicas`` = worker processes routing to this fleet (R);
-    ``snapshot_version`` = the version the live state adopted (429 holds belong to it);
-    ``affinity``: the request belongs to a session (``headroom``: its own chute first, while it has
-    room within the load bound, otherwise the usual pick, with why in ``Decision.affinity``;
-    ``sticky``: its own chute unless excluded).
-    Raises ``ValueError`` only for an empty candidate list or an unknown strategy."""
-    cs = candidates if isinstance(candidates, CandidateSet) else CandidateSet(candidates)
-    n = cs.n
-    if n == 0:
-        raise ValueError("no candidates")
-    if strategy not in STRATEGIES:
+def _headroom_slots(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now: float, r: float,
+                    p: HeadroomParams, v: object) -> tuple[int, Reason]:
+    return headroom_pick(cs, rng, excluded, now, r, p, v, estimator=_slots_estimate)
+
+
+def _least_utilization(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now: float, r: float,
+                       p: HeadroomParams, v: object) -> tuple[int, Reason]:
+    return _argmin(cs, excluded), Reason.ARGMIN
+
+
+def _shuffle(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now: float, r: float,
+             p: HeadroomParams, v: object) -> tuple[int, Reason]:
+    return _sample(cs, rng, excluded, uniform_index), Reason.RANDOM
+
+
+def _weighted_shuffle(cs: CandidateSet, rng: RandomLike, excluded: Collection[str], now: float, r: float,
+                      p: HeadroomParams, v: object) -> tuple[int, Reason]:
+    return _sample(cs, rng, excluded), Reason.WEIGHTED_RANDOM
+
+
+class Strategy(NamedTuple):
+    """One routing strategy: the registry's record (see :data:`REGISTRY`)."""
+
+    name: str
+    procedure: HeadroomProcedure | None  # the pure pick; None: LiteLLM's own routing decides (passthrough)
+    sessions: str | None  # None; "bounded": its own chute within the load bound (when affinity is on); "sticky": always
+    reads_snapshot: bool  # reads the utilization snapshot (a missing or stale one is a counted fallback)
+    summary: str  # one line for ROUTING_STRATEGY's documentation and /info
+
+
+# The one registry of strategies: settings validate ROUTING_STRATEGY against it, /info renders it,
+# the DES and the benchmarks run a strategy by its name. Adding a strategy = one record and its
+# pure procedure here.
+REGISTRY: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("headroom", headroom_pick, "bounded", True, "default: power of two choices on estimated free slots, "
+             "sessions to their own chute within the load bound"),
+    Strategy("headroom-slots", _headroom_slots, None, True, "headroom without sessions, comparing free slots: the estimator alone"),
+    Strategy("least-utilization", _least_utilization, None, True, "the seed's rule: argmin of the snapshot's utilization (herds)"),
+    Strategy("shuffle", _shuffle, None, False, "uniform random (LiteLLM simple-shuffle)"),
+    Strategy("weighted-shuffle", _weighted_shuffle, None, False, "random in proportion to capacity (the fair baseline)"),
+    Strategy("sticky", _weighted_shuffle, "sticky", False, "a session always on its own chute: a benchmark baseline"),
+    Strategy("passthrough", None, None, False, "leave the choice to LiteLLM's routing_strategy"),
+)}
+STRATEGIES: tuple[str, ...] = tuple(n for n, s in REGISTRY.items() if s.procedure is not None)  # what decide() runs
+
+
+def strategy_of(strategy: "str | Strategy") -> Strategy:
+    """The registry record of a name (a record passes through: the DES's ablations build their own)."""
+    if isinstance(strategy, Strategy):
+        return strategy
+    found = REGISTRY.get(strategy)
+    if found is None or found.procedure is None:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
-    if affinity is not None and strategy == "headroom":
-        r = float(replicas) if replicas and replicas > 0 else 1.0
+    return found
+
+
+def decide(candidates: CandidateSet | Sequence[Candidate], strategy: "str | Strategy", rng: RandomLike, *, now: float = 0.0,
+           excluded: Collection[str] = (), replicas: float = 1, snapshot_version: object = None,
+           params: HeadroomParams = DEFAULT_PARAMS, affinity: Affinity | None = None) -> Decision:
+    """Choose one candidate with ``strategy`` (a name in :data:`REGISTRY`, or a record).
+    ``replicas`` = worker processes routing to this fleet (R); ``snapshot_version`` = the version
+    the live state adopted (429 holds belong to it); ``affinity``: the request belongs to a
+    session (a ``bounded`` strategy: its own chute first, while it has room within the load
+    bound, otherwise the usual pick, with why in ``Decision.affinity``; ``sticky``: its own chute
+    unless excluded). Raises ``ValueError`` only for an empty candidate list or an unknown strategy."""
+    cs = candidates if isinstance(candidates, CandidateSet) else CandidateSet(candidates)
+    if cs.n == 0:
+        raise ValueError("no candidates")
+    s = strategy_of(strategy)
+    r = float(replicas) if replicas and replicas > 0 else 1.0
+    if affinity is not None and s.sessions == "bounded":
         pick = affinity_pick(cs, affinity.order, lambda i: estimate(cs, i, now, r, params, snapshot_version),
                              affinity.bound, affinity.fleet_load, excluded, affinity.fresh_load)
         if pick.index >= 0:
             outcome = pick.outcome if pick.why is None else f"{pick.outcome}:{pick.why}"
             return Decision(cs.ids[pick.index], Reason.AFFINITY, pick.index, False, outcome)
-        return decide(cs, strategy, rng, now=now, excluded=excluded, replicas=replicas, snapshot_version=snapshot_version,
-                      params=params, headroom=headroom)._replace(affinity=pick.outcome)
-    if affinity is not None and strategy == "sticky":
+        return _pick(cs, s, rng, now, excluded, r, snapshot_version, params)._replace(affinity=pick.outcome)
+    if affinity is not None and s.sessions == "sticky":
         for rank, i in enumerate(affinity.order):
             if not excluded or cs.ids[i] not in excluded:
                 return Decision(cs.ids[i], Reason.AFFINITY, i, False, "hit" if rank == 0 else "spill:dropped_excluded")
-        return decide(cs, "weighted-shuffle", rng, now=now, excluded=excluded)._replace(affinity="dropped_excluded")
+        return _pick(cs, s, rng, now, excluded, r, snapshot_version, params)._replace(affinity="dropped_excluded")
+    return _pick(cs, s, rng, now, excluded, r, snapshot_version, params)
+
+
+def _pick(cs: CandidateSet, s: Strategy, rng: RandomLike, now: float, excluded: Collection[str], r: float,
+          version: object, params: HeadroomParams) -> Decision:
+    """The strategy's own pick, with the excluded chutes (those that failed this request) left
+    out while another candidate is available."""
+    n = cs.n
     ignored = False
     if excluded:
         avail = [i for i in range(n) if cs.ids[i] not in excluded] if n <= 8 or len(excluded) * 2 >= n else None
@@ -229,31 +287,20 @@ def decide(candidates: CandidateSet | Sequence[Candidate], strategy: str, rng: R
             elif len(avail) == 1:
                 return Decision(cs.ids[avail[0]], Reason.ONLY_CANDIDATE, avail[0])
             elif len(avail) < n:
-                return _among(cs, avail, strategy, rng, now, replicas, snapshot_version, params, headroom)
+                return _among(cs, avail, s, rng, now, r, version, params)
             else:
                 excluded = ()
     if n == 1:
         return Decision(cs.ids[0], Reason.ONLY_CANDIDATE, 0, ignored)
-    r = float(replicas) if replicas and replicas > 0 else 1.0
-    if strategy == "headroom":
-        i, reason = headroom(cs, rng, excluded, now, r, params, snapshot_version)
-    elif strategy == "headroom-slots":
-        i, reason = headroom_pick(cs, rng, excluded, now, r, params, snapshot_version, estimator=_slots_estimate)
-    elif strategy == "least-utilization":
-        i, reason = _argmin(cs, excluded), Reason.ARGMIN
-    elif strategy == "shuffle":
-        i, reason = _sample(cs, rng, excluded, uniform_index), Reason.RANDOM
-    else:
-        i, reason = _sample(cs, rng, excluded), Reason.WEIGHTED_RANDOM
+    assert s.procedure is not None
+    i, reason = s.procedure(cs, rng, excluded, now, r, params, version)
     if i < 0:  # rejection sampling kept hitting excluded ids: decide among the others explicitly
-        return _among(cs, [j for j in range(n) if cs.ids[j] not in excluded], strategy, rng, now, replicas,
-                      snapshot_version, params, headroom)
+        return _among(cs, [j for j in range(n) if cs.ids[j] not in excluded], s, rng, now, r, version, params)
     return Decision(cs.ids[i], reason, i, ignored)
 
 
-def _among(cs: CandidateSet, avail: list[int], strategy: str, rng: RandomLike, now: float, replicas: float,
-           version: object, params: HeadroomParams, headroom: HeadroomProcedure) -> Decision:
+def _among(cs: CandidateSet, avail: list[int], s: Strategy, rng: RandomLike, now: float, r: float,
+           version: object, params: HeadroomParams) -> Decision:
     """Decide over the candidates at ``avail`` only; the index refers to the full set."""
-    d = decide(CandidateSet([cs.cands[i] for i in avail]), strategy, rng, now=now, replicas=replicas,
-               snapshot_version=version, params=params, headroom=headroom)
+    d = _pick(CandidateSet([cs.cands[i] for i in avail]), s, rng, now, (), r, version, params)
     return Decision(cs.ids[avail[d.index]], d.reason, avail[d.index])

@@ -2,11 +2,17 @@
 :class:`~chutes_lb.routing.core.RoutingCore`, and :class:`BackgroundTasks`, the worker's three
 loops (snapshot follower, in-flight exchange, routing summary).
 
+The proxy's gateway chooses the chute itself and asks LiteLLM for exactly that deployment (by its
+id): LiteLLM then neither filters by cooldown nor calls this hook's pick. The hook decides only for
+requests that reach LiteLLM's own routes, through the same core and the same attempt owner:
+
 - ``async_filter_deployments`` (LiteLLM calls it on every pick with the deployments not in
-  cooldown) asks the core for exactly one deployment. It does no network I/O.
-- ``async_log_success_event`` / ``async_log_failure_event`` close the attempt they report on;
-  ``async_post_call_failure_hook`` closes whatever a failed request still has open.
-Everything that knows LiteLLM's kwargs layout is in :mod:`chutes_lb.routing.requestinfo`.
+  cooldown) opens the request's next attempt on :class:`UpstreamCall` and returns exactly that
+  deployment. It does no network I/O.
+- ``async_log_success_event`` / ``async_log_failure_event`` tell that request's
+  :class:`UpstreamCall` how its attempt ended; ``async_post_call_failure_hook`` ends whatever a
+  failed request still has open. Callbacks for calls the hook did not open change nothing.
+What the hook reads of LiteLLM's kwargs is in :mod:`chutes_lb.routing.requestinfo`.
 
 Must not import: Redis (stores are passed in), HTTP clients, or anything in ``chutes_lb.proxy``.
 This is the only routing module that imports LiteLLM.
@@ -19,11 +25,12 @@ from typing import Any, Callable, Mapping
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from chutes_lb.routing.attempts import UpstreamCall, usage_of
 from chutes_lb.routing.core import RoutingCore
 from chutes_lb.routing.follower import SnapshotFollower
-from chutes_lb.routing.requestinfo import (affinity_key_of, api_of, attempt_key, classify_failure, completion_tokens,
-                                           failed_ids_in_request, failure_kinds_in_request, last_failed_in_request,
-                                           prompt_usage, ttft_seconds)
+from chutes_lb.routing.requestinfo import (api_of, attempt_key, failed_ids_in_request, failure_kinds_in_request,
+                                           last_failed_in_request, ttft_seconds)
+from chutes_lb.routing.retry import classify
 from chutes_lb.routing.sharing import InflightSharing
 
 __all__ = ["ChutesRoutingHook", "BackgroundTasks"]
@@ -65,10 +72,18 @@ class BackgroundTasks:
 
 
 class ChutesRoutingHook(CustomLogger):
+    """Routing for requests that reach LiteLLM's own routes (the proxy's gateway asks LiteLLM for
+    one deployment and does not come through here): each such request gets an
+    :class:`UpstreamCall`, which opens and closes its attempts; LiteLLM's callbacks only tell it
+    how each attempt ended."""
+
+    MAX_CALLS = 10_000  # open calls remembered; the oldest is dropped (its attempt swept later)
+
     def __init__(self, core: RoutingCore, start_background: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self.core = core
         self._start_background: Callable[[], None] | None = start_background
+        self._calls: dict[str, UpstreamCall] = {}
 
     async def async_filter_deployments(self, model: str, healthy_deployments: list, messages: Any = None,
                                        request_kwargs: dict | None = None, parent_otel_span: Any = None) -> list[dict]:
@@ -80,27 +95,41 @@ class ChutesRoutingHook(CustomLogger):
         by_id: dict[str, dict] = {}
         for dep in healthy_deployments:
             by_id.setdefault(str((dep.get("model_info") or {}).get("id", "")), dep)
-        choice = self.core.pick(tuple(by_id), failed=failed_ids_in_request(request_kwargs),
-                                last_failed=last_failed_in_request(request_kwargs), call_id=_call_id(request_kwargs),
-                                failure_kinds=failure_kinds_in_request(request_kwargs), api=api_of(request_kwargs),
-                                group=model, affinity_key=affinity_key_of(request_kwargs))
+        call_id = _call_id(request_kwargs)
+        if call_id is None:  # a pick outside a request (token counting): answered, nothing opened
+            return [by_id[self.core.pick(tuple(by_id), group=model)]]
+        call = self._calls.get(call_id)
+        if call is None:
+            if len(self._calls) >= self.MAX_CALLS:
+                self._calls.pop(next(iter(self._calls)))
+            call = self._calls[call_id] = UpstreamCall(self.core, call_id, api_of(request_kwargs))
+        # LiteLLM retries only after an attempt failed, and does not report every failed attempt
+        # to the callbacks: an attempt still open has failed, with the kind its breadcrumb names
+        last = last_failed_in_request(request_kwargs)
+        kinds = failure_kinds_in_request(request_kwargs)
+        unreported = kinds.get(last, "error") if last else "error"
+        choice = call.open(tuple(by_id), model, also_failed=tuple(failed_ids_in_request(request_kwargs)), unreported=unreported)
         return [by_id[choice]]
 
-    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, tokens: float | None = None,
-               prompt: tuple[float, float] | None = None) -> None:
+    def _close(self, kwargs: Mapping[str, Any], outcome: str, start: Any, response_obj: Any = None) -> None:
         key = attempt_key(kwargs)
-        if key is not None:
-            self.core.attempt_ended(key[0], key[1], outcome, ttft=ttft_seconds(kwargs, start), tokens=tokens, prompt=prompt)
+        call = self._calls.get(key[0]) if key is not None else None
+        if call is None:  # not a call this hook opened (the gateway's own, or outside a request)
+            return
+        call.close(outcome, ttft=ttft_seconds(kwargs, start), usage=usage_of(response_obj) if response_obj is not None else None)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
-            self._close(kwargs, "success", start_time, completion_tokens(response_obj), prompt_usage(response_obj))
+            self._close(kwargs, "success", start_time, response_obj)
+            key = attempt_key(kwargs)
+            if key is not None:
+                self._calls.pop(key[0], None)
         except Exception:  # never let bookkeeping break a response
             log.exception("routing bookkeeping failed on success")
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         try:
-            self._close(kwargs, classify_failure(kwargs), start_time)
+            self._close(kwargs, classify(kwargs.get("exception")).outcome, start_time)
         except Exception:
             log.exception("routing bookkeeping failed on failure")
 
@@ -108,8 +137,9 @@ class ChutesRoutingHook(CustomLogger):
                                            user_api_key_dict: Any, traceback_str: str | None = None) -> None:
         try:
             call_id = _call_id(request_data)
-            if call_id:
-                self.core.request_failed(call_id, classify_failure({"exception": original_exception}))
+            call = self._calls.pop(call_id, None) if call_id else None
+            if call is not None:  # the request failed for good: whatever it still has open is over
+                call.close(classify(original_exception).outcome)
         except Exception:
             log.exception("routing bookkeeping failed on request failure")
         return None

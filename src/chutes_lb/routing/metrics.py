@@ -123,6 +123,7 @@ class RecordingMetrics:
         self.inflight: Counter[str] = Counter()
         self.gauges: dict[tuple[str, str], float] = {}
         self.snapshot_state: tuple[float | None, bool] | None = None
+        self.ttfts: list[tuple[str, float]] = []  # (chute, seconds) of every attempt that reported one
 
     def decision(self, chute: str, reason: str, strategy: str, api: str = "chat") -> None:
         self.counts[("decision", chute, reason, strategy, api)] += 1
@@ -139,6 +140,8 @@ class RecordingMetrics:
     def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None, api: str = "chat") -> None:
         self.inflight[chute] -= 1
         self.counts[("upstream", chute, outcome, api)] += 1
+        if ttft is not None:
+            self.ttfts.append((chute, ttft))
 
     def request(self, api: str, outcome: str, seconds: float) -> None:
         self.counts[("request", api, outcome)] += 1

@@ -26,7 +26,7 @@ import math
 from collections import deque
 from typing import NamedTuple
 
-__all__ = ["Failure", "failure_of", "RetryBudget", "final_status"]
+__all__ = ["Failure", "failure_of", "classify", "RetryBudget", "final_status"]
 
 
 class Failure(NamedTuple):
@@ -64,6 +64,14 @@ def failure_of(kind: str, status: object, message: str = "") -> Failure:
     if code is not None and 400 <= code < 500:
         return Failure("error", f"HTTP {code}", False, code)
     return Failure("error", kind or "error", True, None)
+
+
+def classify(exc: BaseException | None) -> Failure:
+    """:func:`failure_of` for an exception object (None: an unknown error). The one classifier:
+    the gateway, the LiteLLM hook and the stream guards all name a failure through it."""
+    if exc is None:
+        return failure_of("", None, "")
+    return failure_of(type(exc).__name__, getattr(exc, "status_code", None), str(exc))
 
 
 def final_status(failures: list[Failure]) -> int:

@@ -1,0 +1,241 @@
+"""The gateway without LiteLLM: a scripted :class:`Sender` behind the same seam LiteLLM's router
+sits behind, the real routing core (fake clock, seeded random source, recording metrics). It pins
+who owns an attempt: the core chooses before anything is sent, the sender is asked for exactly
+that deployment, every attempt is closed exactly once, with the one classifier's outcome."""
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+
+from chutes_lb.fleet import chutes_from_config
+from chutes_lb.proxy.gateway import Gateway, UpstreamFailure
+from chutes_lb.redact import Redactor
+from chutes_lb.routing.core import RoutingConfig, RoutingCore
+from chutes_lb.routing.metrics import RecordingMetrics
+from chutes_lb.routing.retry import RetryBudget
+
+pytestmark = pytest.mark.unit
+
+IDS = ["aaaaaaaa-0000-5000-8000-000000000001", "bbbbbbbb-0000-5000-8000-000000000002", "cccccccc-0000-5000-8000-000000000003"]
+CONFIG = {
+    "model_list": [{"model_name": "g", "litellm_params": {"model": f"openai/test/c{i}"}, "model_info": {"id": cid, "concurrency": 4}}
+                   for i, cid in enumerate(IDS)],
+    "router_settings": {"num_retries": 3},
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def upstream_error(name: str, status: int | None, message: str = "") -> Exception:
+    exc = type(name, (Exception,), {})(message)
+    exc.status_code = status  # type: ignore[attr-defined]
+    return exc
+
+
+class Usage:
+    def __init__(self, prompt: int, completion: int, cached: int = 0) -> None:
+        self.prompt_tokens, self.completion_tokens = prompt, completion
+        self.prompt_tokens_details = {"cached_tokens": cached}
+
+
+class Response:
+    def __init__(self, usage: Usage | None = None) -> None:
+        self.usage = usage
+
+
+class Stream:
+    """An upstream stream: yields its chunks, may fail after ``fail_after`` of them."""
+
+    def __init__(self, chunks: list[Any], fail_after: int | None = None) -> None:
+        self.chunks, self.fail_after, self.closed = chunks, fail_after, False
+        self._i = 0
+
+    def __aiter__(self) -> "Stream":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self.fail_after is not None and self._i >= self.fail_after:
+            raise upstream_error("APIConnectionError", None, "Connection reset by peer")
+        if self._i >= len(self.chunks):
+            raise StopAsyncIteration
+        self._i += 1
+        return self.chunks[self._i - 1]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class ScriptedSender:
+    """Answers each attempt from a script keyed by the deployment it is asked for: an exception
+    to raise or a response to return (the last entry repeats); records every call."""
+
+    def __init__(self, script: dict[str, list[Any]], default: Any = None) -> None:
+        self.script, self.default = script, default
+        self.calls: list[tuple[str, str, bool]] = []
+
+    async def send(self, kind: str, deployment: str, params: dict[str, Any], *, stream: bool, call_id: str) -> Any:
+        self.calls.append((kind, deployment, stream))
+        queue = self.script.get(deployment)
+        answer = (queue.pop(0) if len(queue) > 1 else queue[0]) if queue else self.default
+        if isinstance(answer, Exception):
+            raise answer
+        return answer() if callable(answer) else answer
+
+
+def make(sender: ScriptedSender, budget: RetryBudget | None = None) -> tuple[Gateway, RoutingCore, RecordingMetrics, Clock]:
+    clock = Clock()
+    metrics = RecordingMetrics()
+    fleet = chutes_from_config(CONFIG)
+    core = RoutingCore(fleet.deployments, RoutingConfig(strategy="headroom", affinity=False), metrics, clock=clock,
+                       rng=random.Random(3))
+    gw = Gateway(sender, core, fleet, budget or RetryBudget(percent=0.2), Redactor(("sk-secret",)), clock=clock)
+    return gw, core, metrics, clock
+
+
+def outcomes(metrics: RecordingMetrics, outcome: str) -> int:
+    """Attempts closed with ``outcome``, on any chute."""
+    return sum(n for key, n in metrics.counts.items() if key[0] == "upstream" and key[2] == outcome)
+
+
+def settled(core: RoutingCore, metrics: RecordingMetrics) -> None:
+    """Every attempt was closed: nothing open in the ledger, no in-flight count left."""
+    assert len(core.ledger) == 0
+    assert all(v == 0 for v in metrics.inflight.values()), metrics.inflight
+
+
+def test_the_core_chooses_and_the_sender_is_asked_for_exactly_that_deployment() -> None:
+    sender = ScriptedSender({}, default=Response(Usage(100, 20, 60)))
+    gw, core, metrics, _ = make(sender)
+    result = asyncio.run(gw.call("chat", "chat", "g", {"messages": []}))
+    assert result.attempts == 1 and len(sender.calls) == 1
+    kind, deployment, stream = sender.calls[0]
+    assert (kind, stream) == ("chat", False) and deployment in IDS and result.chute_id == deployment
+    assert metrics.total("upstream", core.label(deployment), "success") == 1
+    assert metrics.total("decision") == 1
+    settled(core, metrics)
+
+
+def test_a_capacity_429_is_retried_on_another_chute_and_each_attempt_is_closed_once() -> None:
+    sender = ScriptedSender({IDS[0]: [upstream_error("RateLimitError", 429, "Infrastructure is at maximum capacity")]},
+                            default=Response())
+    gw, core, metrics, _ = make(sender)
+    results = [asyncio.run(gw.call("chat", "chat", "g", {})) for _ in range(12)]
+    for r in results:
+        assert r.chute_id != IDS[0]
+    tried_first = [c for c in sender.calls if c[1] == IDS[0]]
+    assert tried_first, "the first chute was never picked: the test proves nothing"
+    assert metrics.total("upstream", core.label(IDS[0]), "rate_limited") == len(tried_first)
+    assert outcomes(metrics, "success") == 12
+    assert metrics.total("retry") == len(tried_first)
+    settled(core, metrics)
+
+
+def test_a_client_error_is_not_retried_and_keeps_its_status() -> None:
+    sender = ScriptedSender({}, default=upstream_error("BadRequestError", 400, "Error code: 400 - {'detail': 'bad'}"))
+    gw, core, metrics, _ = make(sender)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {}))
+    assert info.value.status == 400 and len(sender.calls) == 1
+    settled(core, metrics)
+
+
+def test_every_chute_failing_costs_one_attempt_each_and_names_them() -> None:
+    sender = ScriptedSender({}, default=upstream_error("ServiceUnavailableError", 503, "no instances sk-secret"))
+    gw, core, metrics, _ = make(sender)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {}))
+    assert info.value.status == 503
+    assert sorted(d for _, d, _ in sender.calls) == sorted(IDS)  # each chute once, never one twice
+    assert all(core.label(c) in info.value.message for c in IDS)
+    assert "sk-secret" not in info.value.message
+    assert outcomes(metrics, "error") == 3
+    settled(core, metrics)
+
+
+def test_the_retry_budget_stops_a_retry_storm() -> None:
+    sender = ScriptedSender({}, default=upstream_error("InternalServerError", 500, "boom"))
+    gw, core, metrics, _ = make(sender, RetryBudget(percent=0.0, min_per_second=0.1, window=10.0))  # 1 retry per 10 s
+    for _ in range(3):
+        with pytest.raises(UpstreamFailure):
+            asyncio.run(gw.call("chat", "chat", "g", {}))
+    assert len(sender.calls) == 3 + 1  # one retry in the window, then each request only its first attempt
+    assert metrics.total("retry_refused") == 3  # the first request after its one retry, then each of the others
+    settled(core, metrics)
+
+
+def test_a_stream_is_closed_once_at_its_end_with_its_usage_and_ttft() -> None:
+    chunks = [{"n": 1}, {"n": 2}, type("Last", (), {"usage": Usage(50, 7)})()]
+    sender = ScriptedSender({}, default=lambda: Stream(list(chunks)))
+    gw, core, metrics, clock = make(sender)
+
+    async def scenario() -> list[Any]:
+        result = await gw.call("chat", "chat", "g", {}, stream=True)
+        assert result.stream is not None and len(core.ledger) == 1  # open while the client reads it
+        clock.t += 1.0
+        return [c async for c in result.stream]
+
+    out = asyncio.run(scenario())
+    assert len(out) == 3
+    assert outcomes(metrics, "success") == 1
+    settled(core, metrics)
+    assert metrics.total("prompt_tokens", "chat") == 50  # the usage the last chunk reported reached the close
+    assert [t for _, t in metrics.ttfts] == [0.0]  # the first chunk came at once (the fake clock moved after it)
+
+
+def test_a_client_that_leaves_mid_stream_cancels_the_attempt_and_closes_the_upstream() -> None:
+    upstream = Stream([{"n": i} for i in range(5)])
+    sender = ScriptedSender({}, default=upstream)
+    gw, core, metrics, _ = make(sender)
+
+    async def scenario() -> None:
+        result = await gw.call("chat", "chat", "g", {}, stream=True)
+        assert result.stream is not None
+        it = result.stream.__aiter__()
+        await it.__anext__()
+        await result.stream.aclose()
+
+    asyncio.run(scenario())
+    assert upstream.closed
+    assert outcomes(metrics, "cancelled") == 1
+    settled(core, metrics)
+
+
+def test_an_error_mid_stream_closes_the_attempt_with_its_outcome_and_reaches_the_api_layer() -> None:
+    sender = ScriptedSender({}, default=lambda: Stream([{"n": 1}, {"n": 2}], fail_after=1))
+    gw, core, metrics, _ = make(sender)
+
+    async def scenario() -> None:
+        result = await gw.call("chat", "chat", "g", {}, stream=True)
+        assert result.stream is not None
+        with pytest.raises(Exception, match="Connection reset"):
+            async for _ in result.stream:
+                pass
+
+    asyncio.run(scenario())
+    assert outcomes(metrics, "error") == 1
+    settled(core, metrics)
+
+
+def test_a_stream_that_fails_before_its_first_chunk_is_retried_elsewhere() -> None:
+    sender = ScriptedSender({IDS[1]: [lambda: Stream([], fail_after=0)]}, default=lambda: Stream([{"n": 1}]))
+    gw, core, metrics, _ = make(sender)
+    for _ in range(10):
+        result = asyncio.run(gw.call("chat", "chat", "g", {}, stream=True))
+        assert result.chute_id != IDS[1]
+
+        async def drain(stream: Any) -> None:
+            async for _ in stream:
+                pass
+
+        asyncio.run(drain(result.stream))
+    assert any(d == IDS[1] for _, d, _ in sender.calls), "the failing chute was never picked"
+    settled(core, metrics)
