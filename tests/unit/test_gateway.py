@@ -12,7 +12,7 @@ import pytest
 
 from chutes_lb.fleet import chutes_from_config
 from chutes_lb.proxy.gateway import Gateway, UpstreamFailure
-from chutes_lb.redact import Redactor
+from chutes_lb.redact import MASK, Redactor
 from chutes_lb.routing.core import RoutingConfig, RoutingCore
 from chutes_lb.routing.metrics import RecordingMetrics
 from chutes_lb.routing.retry import RetryBudget
@@ -239,3 +239,62 @@ def test_a_stream_that_fails_before_its_first_chunk_is_retried_elsewhere() -> No
         asyncio.run(drain(result.stream))
     assert any(d == IDS[1] for _, d, _ in sender.calls), "the failing chute was never picked"
     settled(core, metrics)
+
+
+def test_every_429_and_503_it_sends_says_when_to_come_back() -> None:
+    full = ScriptedSender({}, default=upstream_error("RateLimitError", 429, "Error code: 429 - {'detail': 'infra_overload'}"))
+    gw, core, metrics, _ = make(full)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {}))
+    assert info.value.status == 429 and info.value.retry_after is not None and 1 <= info.value.retry_after <= 60
+    cold = ScriptedSender({}, default=upstream_error("ServiceUnavailableError", 503, "{'detail': 'No instances available (yet)'}"))
+    gw, core, metrics, _ = make(cold)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {}))
+    assert info.value.status == 503 and info.value.retry_after is not None
+
+
+def test_an_upstream_retry_after_is_passed_on() -> None:
+    exc = upstream_error("RateLimitError", 429, "Error code: 429 - {'detail': 'infra_overload'}")
+    exc.response = type("R", (), {"headers": {"retry-after": "17"}})()  # type: ignore[attr-defined]
+    gw, core, metrics, _ = make(ScriptedSender({}, default=exc))
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {}))
+    assert info.value.retry_after == 17.0
+
+
+def test_the_account_s_402_costs_one_attempt_and_holds_nothing() -> None:
+    body = "Error code: 402 - {'detail': 'Quota exceeded and account balance is $0.0', 'quota_reset_timestamp': '2026-12-09T00:00:00Z'}"
+    sender = ScriptedSender({}, default=upstream_error("APIStatusError", 402, body))
+    gw, core, metrics, _ = make(sender)
+    for _ in range(5):
+        with pytest.raises(UpstreamFailure) as info:
+            asyncio.run(gw.call("chat", "chat", "g", {}))
+        assert info.value.status == 402
+        assert "Quota exceeded and account balance is $0.0 (quota_reset_timestamp: 2026-12-09T00:00:00Z)" in info.value.message
+    assert len(sender.calls) == 5  # one attempt each: another chute would refuse it too
+    assert all(not core.penalty_active(c) and core.live.chute(c).error_score == 0.0 for c in IDS)  # nothing cooled or held
+    settled(core, metrics)
+
+
+def test_a_maintenance_429_is_tried_elsewhere_and_holds_that_chute() -> None:
+    sender = ScriptedSender({IDS[0]: [upstream_error("RateLimitError", 429, "{'detail': 'model is under maintenance'}")]},
+                            default=Response())
+    gw, core, metrics, clock = make(sender)
+    for _ in range(8):
+        assert asyncio.run(gw.call("chat", "chat", "g", {})).chute_id != IDS[0]
+    if any(d == IDS[0] for _, d, _ in sender.calls):
+        assert core.penalty_active(IDS[0])
+        clock.t += 60  # a capacity 429's hold would be long over; maintenance holds on
+        assert core.penalty_active(IDS[0])
+
+
+def test_the_upstream_message_reaches_the_client_whole_and_redacted() -> None:
+    long = "Please reduce the length of the messages or completion. " * 3 + "key sk-secret"
+    sender = ScriptedSender({}, default=upstream_error("BadRequestError", 400, f"litellm.BadRequestError: OpenAIException - Error code: 400 - {{'detail': {long!r}}}"))
+    gw, core, metrics, _ = make(sender)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {}))
+    message = info.value.message
+    assert long.replace("sk-secret", MASK) in message  # whole, not cut mid-word
+    assert "sk-secret" not in message and "{'detail'" not in message and "OpenAIException" not in message

@@ -13,14 +13,41 @@ from chutes_lb.routing.retry import Failure, RetryBudget, failure_of, final_stat
     ("ServiceUnavailableError", 503, "", "error", "HTTP 503", True),
     ("Timeout", None, "", "timeout", "timeout", True),
     ("APIConnectionError", None, "Connection refused", "error", "connect error", True),
-    ("BadRequestError", 400, "prompt too long", "error", "HTTP 400", False),
-    ("AuthenticationError", 401, "", "error", "HTTP 401", False),
+    # the request's or the account's: says nothing of the chute's health (issue 21: was "error")
+    ("BadRequestError", 400, "prompt too long", "rejected", "HTTP 400", False),
+    ("AuthenticationError", 401, "", "rejected", "HTTP 401", False),
     ("RouterRateLimitError", None, "No deployments available", "error",
      "no chute available (every chute of the group is cooling down after errors)", False),
 ])
 def test_failure_of_classifies_what_an_attempt_raised(kind, status, message, outcome, what, retryable) -> None:
     f = failure_of(kind, status, message)
     assert (f.outcome, f.what, f.retryable) == (outcome, what, retryable)
+
+
+@pytest.mark.parametrize("status,message,outcome,retryable", [
+    # Chutes' error classes (shared/reference/chutes-api.md, "Error classes"), bodies as Chutes sends them
+    (429, "{'detail': 'Infrastructure is at maximum capacity, try again later'}", "rate_limited", True),
+    (429, "{'detail': 'infra_overload'}", "rate_limited", True),
+    (429, "{'detail': 'model is under maintenance'}", "maintenance", True),
+    (429, "{'detail': 'Stop spamming this prompt, please...'}", "rejected", False),
+    (429, "{'detail': 'Free model limit reached: 100 requests per day'}", "rejected", False),
+    (402, "{'detail': 'Quota exceeded and account balance is $0.0', 'quota_reset_timestamp': '2026-12-09T00:00:00Z'}",
+     "rejected", False),
+    (503, "{'detail': 'No instances available (yet) for chute_id=abc'}", "error", True),
+    (400, "This model's maximum context length is 8192 tokens. However, you requested 17000 tokens", "rejected", False),
+    (400, "tools are not supported by this model", "rejected", False),
+])
+def test_chutes_error_classes(status, message, outcome, retryable) -> None:
+    f = failure_of("APIStatusError", status, message)
+    assert (f.outcome, f.retryable, f.status) == (outcome, retryable, status)
+
+
+def test_the_account_s_limits_reach_the_client_with_chutes_status() -> None:
+    assert final_status([failure_of("PaymentRequired", 402, "quota exceeded")]) == 402
+    assert final_status([failure_of("RateLimitError", 429, "Stop spamming this prompt, please...")]) == 429
+    assert final_status([failure_of("RateLimitError", 429, "model is under maintenance"),
+                         failure_of("RateLimitError", 429, "infra_overload")]) == 429
+    assert final_status([failure_of("AuthenticationError", 401, "bad key")]) == 502  # the proxy's key, not the client's
 
 
 def test_final_status_is_429_only_when_every_attempt_was_rate_limited() -> None:

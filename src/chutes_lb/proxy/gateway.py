@@ -27,9 +27,12 @@ Each failed attempt is one log line.
 """
 from __future__ import annotations
 
+import ast
 import asyncio
 import fnmatch
+import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -74,6 +77,7 @@ class Attempted:
     chute: str  # label
     failure: Failure
     detail: str = ""
+    retry_after: float | None = None  # the upstream's Retry-After
 
 
 class Streamed:
@@ -249,7 +253,7 @@ class Gateway:
                 if chute is None and failure.upstream:  # passthrough: which chute failed is unknown here
                     failure = failure._replace(upstream=False, what=f"no upstream attempt known ({type(exc).__name__})")
                 label = self.core.label(chute) if chute else "-"
-                attempted.append(Attempted(label, failure, self._detail(exc)))
+                attempted.append(Attempted(label, failure, self._detail(exc), _retry_after_of(exc)))
                 n = len(attempted)
                 log.warning("upstream attempt failed: api %s, group %s, chute %s: %s (attempt %d of at most %d, call %s)",
                             api, target, label, failure.what, n, max_attempts, call.call_id[:8])
@@ -278,14 +282,9 @@ class Gateway:
             return None, True
 
     def _detail(self, exc: Exception) -> str:
-        """A short, key-free hint from the upstream's answer (never a traceback)."""
-        text = str(exc).split("\n", 1)[0]
-        for marker in ("OpenAIException - ", "Exception - "):
-            if marker in text:
-                text = text.split(marker, 1)[1]
-        if text.startswith("Error code: "):
-            text = text.split(" - ", 1)[-1]
-        return self.redactor.text(text.strip(" .")[:160])
+        """The upstream's own message, whole (up to :data:`MAX_DETAIL` characters, cut at a word)
+        and redacted: never a traceback or a Python repr."""
+        return self.redactor.text(upstream_message(exc))
 
     def _failure(self, attempted: list[Attempted], group: str, budget: bool = False) -> UpstreamFailure:
         failures = [a.failure for a in attempted]
@@ -302,8 +301,70 @@ class Gateway:
         tail = (f"; retry budget exhausted (retries that fail again are held to {self.budget.percent:.0%} of the request rate)"
                 if budget else "")
         message = self.redactor.text(f"{head}: {'; '.join(parts)}{tail}")
-        retry_after = self.fleet.cooldown_seconds if not attempted[-1].failure.upstream else None
+        retry_after = None
+        if status in (429, 503):  # every 429 and 503 says when to come back
+            told = [a.retry_after for a in attempted if a.retry_after is not None]
+            if told:  # the upstream's own Retry-After
+                retry_after = told[-1]
+            elif not attempted[-1].failure.upstream:
+                retry_after = self.fleet.cooldown_seconds
+            else:  # the router's estimate of when a slot of this group frees
+                retry_after = self.core.seconds_until_free(self.fleet.groups.get(group, ()))
         return UpstreamFailure(status, message, failures, retry_after)
+
+
+MAX_DETAIL = 2000  # characters of an upstream message kept for the client (whole in practice)
+_LITELLM_PREFIX = re.compile(r"^(?:litellm\.\w+:\s*)?(?:\w+Error:\s*)?(?:\w*Exception - )?")
+
+
+def upstream_message(exc: BaseException) -> str:
+    """What the upstream said, from a LiteLLM exception: the ``detail`` / ``message`` of its JSON
+    (or Python-literal) body when it has one, else the text; LiteLLM's own prefixes removed."""
+    text = str(exc).split("\n", 1)[0].strip()
+    m = re.search(r"Error code: \d{3} - (.*)$", text)
+    text = m.group(1).strip() if m else _LITELLM_PREFIX.sub("", text)
+    if text[:1] in "{[":
+        body: Any = None
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                body = parse(text)
+                break
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+        found = _message_in(body)
+        if found:
+            text = found
+    text = text.strip()
+    if len(text) > MAX_DETAIL:
+        cut = text.rfind(" ", 0, MAX_DETAIL)
+        text = text[:cut if cut > MAX_DETAIL // 2 else MAX_DETAIL] + " [...]"
+    return text
+
+
+def _message_in(body: Any) -> str | None:
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                extra = {k: v for k, v in body.items() if k in ("quota_reset_timestamp",) and v}
+                return value + "".join(f" ({k}: {v})" for k, v in extra.items())
+            found = _message_in(value)
+            if found:
+                return found
+    if isinstance(body, list) and body:
+        return _message_in(body[0])
+    return None
+
+
+def _retry_after_of(exc: BaseException) -> float | None:
+    """The upstream's ``Retry-After`` (seconds) when its answer had one."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or getattr(exc, "litellm_response_headers", None)
+    try:
+        value = headers.get("retry-after") if headers is not None else None
+        seconds = float(value) if value is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and 0 <= seconds <= 3600 else None
 
 
 def _model_id(response: Any) -> str:

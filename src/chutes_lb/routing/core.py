@@ -20,6 +20,7 @@ in ``chutes_lb.proxy`` (``tests/unit/test_import_rules.py``).
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -283,6 +284,19 @@ class RoutingCore:
         """The 429 hold the decision applies right now (the same rule as the decision's)."""
         cs = self.candidates(self.usable_snapshot(self.clock()), (chute_id,))
         return penalty_active(self.live.chute(chute_id), self.clock(), self.live.snapshot_version, cs.cap[0], self.params)
+
+    def seconds_until_free(self, chute_ids: Iterable[str]) -> float:
+        """When a slot of these chutes is expected to free, in whole seconds (1..60): the
+        ``Retry-After`` of a 429 or 503 the proxy sends without one from the upstream. The
+        shortest typical request time (latency EWMA, else the default) over the chute's slots."""
+        now = self.clock()
+        ids = tuple(c for c in chute_ids if c in self.chutes) or tuple(self.chutes)
+        cs = self.candidates(self.usable_snapshot(now), ids)
+        best = math.inf
+        for i, cid in enumerate(cs.ids):
+            latency = self.live.chute(cid).latency_ewma or self.params.default_latency
+            best = min(best, latency / max(cs.cap[i], 1.0))
+        return float(min(60, max(1, math.ceil(best)))) if math.isfinite(best) else 1.0
 
     # ------------------------------------------------------------ summary
     def summary_line(self) -> str | None:

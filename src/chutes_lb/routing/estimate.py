@@ -161,7 +161,10 @@ class CandidateSet:
 
 
 def penalty_active(live: ChuteLive, now: float, version: object, capacity: float, p: HeadroomParams = DEFAULT_PARAMS) -> bool:
-    """True while a 429 hold makes the chute count as full (the decision and ``/info`` agree)."""
+    """True while a 429 hold makes the chute count as full (the decision and ``/info`` agree): a
+    capacity 429 for about the time one slot takes to free, a maintenance 429 for its whole hold."""
+    if now < live.maintenance_until:
+        return True
     if not live.penalized(now, version):
         return False
     latency = live.latency_ewma or p.default_latency

@@ -16,6 +16,8 @@ Per chute (:class:`ChuteLive`, long-lived and mutated in place so a candidate ca
 - ``last_429_at`` / ``penalty_until`` / ``penalty_version``: a 429 opens a hold that belongs to the
   current snapshot version and lasts at most ``penalty_seconds``; the decision shortens it to about
   the time one slot takes to free (:func:`chutes_lb.routing.estimate.penalty_active`);
+- ``maintenance_until``: a 429 "model is under maintenance" holds the chute for
+  ``maintenance_seconds``, whatever the snapshot (Chutes disabled it for a while);
 - ``error_score``: a decaying score in [0, 1] bumped by errors and timeouts (half-life
   ``error_half_life``), read through :meth:`ChuteLive.error_at`;
 - ``rl_ewma`` / ``attempts_since_snapshot``: the share of recent attempts answered 429 and how
@@ -43,9 +45,12 @@ __all__ = [
     "LiveState",
 ]
 
-Outcome = Literal["success", "rate_limited", "error", "timeout", "cancelled"]
+Outcome = Literal["success", "rate_limited", "maintenance", "rejected", "error", "timeout", "cancelled"]
 # cancelled: the client went away (or the proxy gave up); frees the slot, teaches nothing
-OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "error", "timeout", "cancelled")
+# rate_limited: a capacity 429 (held as full for about a slot's time); maintenance: a 429 "model is
+# under maintenance" (held for maintenance_seconds); rejected: the account or the request was
+# refused (402, a per-user 429, a context-length or other 4xx): nothing about the chute's health
+OUTCOMES: tuple[str, ...] = ("success", "rate_limited", "maintenance", "rejected", "error", "timeout", "cancelled")
 
 _LN2 = math.log(2.0)
 RL_ALPHA = 0.1  # the 429-share EWMA's weight of one attempt
@@ -70,6 +75,7 @@ class ChuteLive:
     fleet: FleetPace | None = None
     penalty_until: float = -math.inf
     penalty_version: object = None
+    maintenance_until: float = -math.inf  # a 429 "under maintenance": held whatever the snapshot version
     last_429_at: float = -math.inf
     error_score: float = 0.0
     error_t: float = 0.0
@@ -128,6 +134,7 @@ class LiveState:
     """All live bookkeeping of one worker process. Times are plain floats (seconds) passed in."""
 
     penalty_seconds: float = 30.0
+    maintenance_seconds: float = 120.0  # Chutes disables a chute for minutes ("model is under maintenance")
     error_half_life: float = 30.0
     ewma_alpha: float = 0.2
     fleet_alpha: float = 0.05  # the fleet's typical request averages over every chute: steadier
@@ -228,7 +235,9 @@ class LiveState:
             c.penalty_until = now + self.penalty_seconds
             c.penalty_version = self.snapshot_version
             c.last_429_at = now
-        elif outcome == "cancelled":
+        elif outcome == "maintenance":
+            c.maintenance_until = now + self.maintenance_seconds
+        elif outcome in ("cancelled", "rejected"):
             pass
         elif outcome in ("error", "timeout"):
             c.errors_total += 1

@@ -30,7 +30,7 @@ __all__ = ["Failure", "failure_of", "classify", "RetryBudget", "final_status"]
 
 
 class Failure(NamedTuple):
-    outcome: str  # rate_limited | error | timeout (routing outcomes of chutes_lb.routing.live)
+    outcome: str  # rate_limited | maintenance | rejected | error | timeout (routing outcomes of chutes_lb.routing.live)
     what: str  # "HTTP 503", "connect error", "timeout", "stream cut", "no chute available"
     retryable: bool
     status: int | None = None  # the upstream's HTTP status, when it answered one
@@ -41,16 +41,37 @@ _CONNECT_HINTS = ("connection error", "connect", "name or service not known", "t
                   "no route to host", "connection refused", "connection reset")
 
 
+# 429s that are about the account, not the chute (Chutes' per-user limits): another chute would
+# refuse them too, and they say nothing of the chute's capacity
+_ACCOUNT_429 = ("stop spamming", "per day", "daily", "requests per", "rate limit exceeded for user", "too many requests for user",
+                "free model", "subscription", "quota")
+_CONTEXT_400 = ("maximum context length", "context length", "max_model_len", "context window", "reduce the length")
+
+
 def failure_of(kind: str, status: object, message: str = "") -> Failure:
     """Classify an attempt's exception: ``kind`` = its class name, ``status`` = its
-    ``status_code`` attribute (or None), ``message`` = its text (only searched, never returned)."""
+    ``status_code`` attribute (or None), ``message`` = its text (only searched, never returned).
+
+    Chutes' error classes (``shared/reference/chutes-api.md``, "Error classes"): a capacity 429
+    (``rate_limited``) and a 503 are tried on another chute; a maintenance 429 (``maintenance``)
+    too, and that chute is held longer; a per-user 429 and a 402 (quota) are the account's
+    (``rejected``: returned at once, nothing held or cooled); a context-length 400 is the
+    request's on that chute (``rejected``: never counted against the chute's health). Other 4xx
+    answers are ``rejected`` too: the request itself is wrong (a 404 excepted: that chute does not
+    serve the model, another may)."""
     code = status if isinstance(status, int) and not isinstance(status, bool) else None
     text = message.lower()
     if kind in ("RouterRateLimitError",) or "no deployments available" in text:
         return Failure("error", "no chute available (every chute of the group is cooling down after errors)", False,
                        None, upstream=False)
-    if code == 429 or "RateLimit" in kind:
+    if code == 429 or (code is None and "RateLimit" in kind):
+        if "maintenance" in text:
+            return Failure("maintenance", "HTTP 429 (chute under maintenance)", True, 429)
+        if any(h in text for h in _ACCOUNT_429):
+            return Failure("rejected", "HTTP 429 (an account limit, not the chute's capacity)", False, 429)
         return Failure("rate_limited", "HTTP 429", True, 429)
+    if code == 402:
+        return Failure("rejected", "HTTP 402 (quota or balance exhausted)", False, 402)
     if "Timeout" in kind or code == 408 or "timed out" in text or "timeout" in text:
         return Failure("timeout", "timeout", True, code if code and code != 500 else None)
     if "payload is not completed" in text or "incomplete" in text and "chunk" in text:
@@ -61,8 +82,10 @@ def failure_of(kind: str, status: object, message: str = "") -> Failure:
         return Failure("error", f"HTTP {code}", True, code)
     if code == 404:  # "model not found" on that chute: another chute may serve the group
         return Failure("error", "HTTP 404", True, 404)
+    if code == 400 and any(h in text for h in _CONTEXT_400):
+        return Failure("rejected", "HTTP 400 (too long for this chute's context window)", False, 400)
     if code is not None and 400 <= code < 500:
-        return Failure("error", f"HTTP {code}", False, code)
+        return Failure("rejected", f"HTTP {code}", False, code)
     return Failure("error", kind or "error", True, None)
 
 
@@ -83,13 +106,15 @@ def final_status(failures: list[Failure]) -> int:
         return 502
     last = failures[-1]
     if not last.upstream:
-        return 429 if failures[:-1] and all(f.outcome == "rate_limited" for f in failures[:-1]) else 503
-    if all(f.outcome == "rate_limited" for f in failures):
+        return 429 if failures[:-1] and all(f.outcome in ("rate_limited", "maintenance") for f in failures[:-1]) else 503
+    if all(f.outcome in ("rate_limited", "maintenance") for f in failures):
         return 429
     if last.outcome == "timeout":
         return 504
     if last.status == 503:
         return 503
+    if last.outcome == "rejected" and last.status in (402, 429):  # the account's limit: Chutes' own status
+        return last.status
     if last.status is not None and 400 <= last.status < 500 and last.status not in (401, 403, 404, 408, 429):
         return last.status
     return 502
