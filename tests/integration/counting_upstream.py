@@ -5,7 +5,9 @@
 ``POST /_mode {"default": "500", "by_model": {"org/a": "ok"}}`` sets what each chute answers:
 ``ok`` (a short completion, streamed when asked), an HTTP status such as ``500``/``429``/``503``,
 ``echo`` (401 echoing the Authorization header, as some upstreams do), ``hang`` (never answers),
-``close`` (drops the connection). ``GET /_count`` -> ``{"total": N, "by_model": {...}}``;
+``close`` (drops the connection), or one of Chutes' error classes with Chutes' own body
+(:data:`CHUTES`: ``quota`` 402, ``spam`` and ``daily`` per-user 429s, ``maintenance`` 429,
+``capacity`` 429 with a ``Retry-After``). ``GET /_count`` -> ``{"total": N, "by_model": {...}}``;
 ``POST /_reset`` clears the counts. Used by the retry-bound, 502 and key-echo tests.
 """
 from __future__ import annotations
@@ -18,6 +20,15 @@ import time
 from aiohttp import web
 
 STATE: dict = {"default": "ok", "by_model": {}, "total": 0, "counts": {}}
+# mode -> (status, body, headers), as Chutes answers (shared/reference/chutes-api.md, "Error classes")
+CHUTES: dict[str, tuple[int, dict, dict]] = {
+    "quota": (402, {"detail": "Quota exceeded and account balance is $0.0, please pay with fiat or send tao to 5Fcounted",
+                    "quota_reset_timestamp": "2026-12-09T00:00:00Z"}, {}),
+    "spam": (429, {"detail": "Stop spamming this prompt, please..."}, {}),
+    "daily": (429, {"detail": "Free model limit reached: 100 requests per day"}, {}),
+    "maintenance": (429, {"detail": "model is under maintenance"}, {}),
+    "capacity": (429, {"detail": "Infrastructure is at maximum capacity, try again later"}, {"Retry-After": "7"}),
+}
 
 
 def _completion(model: str, chat: bool) -> dict:
@@ -41,6 +52,9 @@ async def _answer(request: web.Request, chat: bool) -> web.StreamResponse:
         raise asyncio.CancelledError
     if mode == "echo":
         return web.json_response({"detail": "Invalid token " + request.headers.get("Authorization", "")}, status=401)
+    if mode in CHUTES:
+        status, payload, headers = CHUTES[mode]
+        return web.json_response(payload, status=status, headers=headers)
     if mode != "ok":
         return web.json_response({"detail": f"counted failure {mode}"}, status=int(mode))
     if not body.get("stream"):

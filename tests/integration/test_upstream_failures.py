@@ -221,3 +221,45 @@ def test_one_log_line_per_failed_attempt_and_no_traceback(proxy, upstream) -> No
     assert len(failed) == count(upstream)["total"] == 3, new
     assert "Traceback" not in proxy.process.log_text()
     assert "\x1b[" not in proxy.process.log_text()  # no colour codes in a log file
+
+
+def test_a_402_costs_one_attempt_and_the_next_request_after_the_quota_returns_is_served(proxy, upstream) -> None:
+    """Before: LiteLLM cooled down every chute that answered 402 and 20 of 24 requests got
+    '503 every chute of the group is cooling down'; one more 503 after the quota came back."""
+    mode(upstream, "quota")
+    answers = [chat(proxy) for _ in range(24)]
+    assert [r.status_code for r in answers] == [402] * 24, next((r.text for r in answers if r.status_code != 402), "")
+    for r in answers:
+        err = r.json()["error"]
+        assert "Quota exceeded and account balance is $0.0" in err["message"] and "2026-12-09T00:00:00Z" in err["message"]
+    assert count(upstream)["total"] == 24  # one attempt each: every chute would refuse the account alike
+    mode(upstream, "ok")
+    r = chat(proxy)
+    assert r.status_code == 200 and r.headers["x-chutes-lb-attempts"] == "1", r.text
+
+
+@pytest.mark.parametrize("kind,text", [("spam", "Stop spamming this prompt"), ("daily", "100 requests per day")])
+def test_a_per_user_429_goes_back_at_once(proxy, upstream, kind, text) -> None:
+    """Before: retry.failure_of retried any 429 whatever its body (10 requests, 32 attempts)."""
+    mode(upstream, kind)
+    answers = [chat(proxy) for _ in range(10)]
+    assert [r.status_code for r in answers] == [429] * 10
+    assert all(text in r.json()["error"]["message"] and r.headers.get("retry-after") for r in answers)
+    assert count(upstream)["total"] == 10
+
+
+def test_every_429_and_503_carries_retry_after(proxy, upstream) -> None:
+    """Before: only the cooldown 503 had one; an upstream Retry-After was ignored."""
+    mode(upstream, "capacity")
+    r = chat(proxy)
+    assert r.status_code == 429 and r.headers.get("retry-after") == "7", (r.status_code, dict(r.headers))
+    mode(upstream, "503")
+    r = chat(proxy, stream=True)
+    assert r.status_code == 503 and int(r.headers.get("retry-after", "0")) >= 1, (r.status_code, dict(r.headers))
+
+
+def test_a_maintenance_429_is_served_elsewhere_and_that_chute_is_held(proxy, upstream) -> None:
+    mode(upstream, "ok", **{NAMES[A]: "maintenance"})
+    answers = [chat(proxy) for _ in range(20)]
+    assert [r.status_code for r in answers] == [200] * 20
+    assert count(upstream)["by_model"].get(NAMES[A], 0) <= 1  # tried once at most, then held (120 s)
