@@ -15,13 +15,16 @@ adapter gets wrong for a chat-only upstream, each fix pinned by a test
   ``thinking`` blocks in the history are dropped;
 - on the way back: tool-call arguments that are not valid JSON (a model cut off mid-call) become
   ``{"raw_arguments": "..."}`` instead of a 500; empty text blocks are dropped; a stop sequence
-  the upstream reports (vLLM's ``stop_reason``) gives ``stop_reason: "stop_sequence"``.
+  the upstream reports (vLLM's ``stop_reason``) gives ``stop_reason: "stop_sequence"``;
+- the chat request is made cache-friendly for Chutes (:mod:`.chatform`: string contents, one
+  system message, no ``cache_control``, tools sorted).
 """
 from __future__ import annotations
 
 import json
 from typing import Any, Mapping
 
+from chutes_lb.proxy.chatform import cache_friendly
 from chutes_lb.proxy.validation import FORBIDDEN_FIELDS, RequestRejected, validate_json_object
 
 __all__ = ["validate_messages_body", "messages_to_chat", "chat_to_messages", "CHAT_PARAMS"]
@@ -159,7 +162,7 @@ def messages_to_chat(body: Mapping[str, Any], group: str) -> tuple[dict[str, Any
     tc = body.get("tool_choice")
     if isinstance(tc, dict) and tc.get("disable_parallel_tool_use") and out.get("tools"):
         out["parallel_tool_calls"] = False
-    return out, dict(mapping or {})
+    return cache_friendly(out), dict(mapping or {})
 
 
 def _fix_tool_arguments(response: Any) -> None:

@@ -10,7 +10,8 @@ by a test (tests/unit/test_responses_translation.py):
   here (``store`` is accepted and ignored), so clients send the whole conversation in ``input``;
 - only ``function`` and ``custom`` tools reach the upstream (``file_search``, ``mcp``,
   ``web_search``, ``local_shell``, ... cannot run on a chat upstream; LiteLLM passed some through);
-- only chat parameters reach the upstream;
+- only chat parameters reach the upstream, made cache-friendly for Chutes (:mod:`.chatform`:
+  string contents, ``developer`` joins the one system message, tools sorted);
 - streams: ``sequence_number`` is renumbered over the whole stream (LiteLLM's restart or are
   missing) and an upstream error mid-way ends the stream with ``response.failed`` (LiteLLM
   re-raised, which cut the stream without an event).
@@ -21,6 +22,7 @@ from typing import Any, AsyncIterator, Mapping
 
 import orjson
 
+from chutes_lb.proxy.chatform import cache_friendly
 from chutes_lb.proxy.validation import FORBIDDEN_FIELDS, RequestRejected, validate_json_object
 
 __all__ = ["validate_responses_body", "responses_to_chat", "chat_to_responses", "responses_sse", "CHAT_PARAMS"]
@@ -98,7 +100,7 @@ def responses_to_chat(body: Mapping[str, Any], group: str) -> tuple[dict[str, An
         if not out["tools"]:
             out.pop("tools")
             out.pop("tool_choice", None)
-    return out, hoisted.input, request
+    return cache_friendly(out), hoisted.input, request
 
 
 def chat_to_responses(response: Any, request_input: Any, request: dict[str, Any], client_model: str) -> dict[str, Any]:
