@@ -170,4 +170,5 @@ EXCERPTS: dict[str, tuple[tuple[tuple[float | None, int, int, int], ...], ...]] 
     ),
 }
 # the excerpts' single-turn request that arrived with cached tokens: (it, ot, ct)
-EXCERPT_SINGLES: dict[str, tuple[int, int, int]] = {"deepseek-v32": (3574, 221, 3456), "minimax-m25": (31552, 300, 28768)}
+EXCERPT_SINGLES: dict[str, tuple[int, int, int]] = {"deepseek-v32": (3574, 221, 3456),
+                                                    "minimax-m25": (31552, 300, 28768)}

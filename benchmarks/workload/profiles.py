@@ -280,7 +280,8 @@ def fit(name: str, solved: tuple[float, float, float] | None = None, boost: tupl
     pairs = [(a, b) for s in sessions for a, b in zip(s, s[1:])]
     concurrent = [b for a, b in pairs if b[0] <= CONCURRENT_GAP_S]
     users = [b[1] - a[1] - (0 if b[0] <= CONCURRENT_GAP_S else a[2]) for a, b in pairs]
-    thinks = [max(MIN_THINK_S, b[0] - RESPONSE_BASE_S - a[2] / RESPONSE_TPS) for a, b in pairs if b[0] > CONCURRENT_GAP_S]
+    thinks = [max(MIN_THINK_S, b[0] - RESPONSE_BASE_S - a[2] / RESPONSE_TPS)
+              for a, b in pairs if b[0] > CONCURRENT_GAP_S]
     outs = [x[2] for s in sessions for x in s] + [EXCERPT_SINGLES[name][1]]
     firsts = [s[0][1] for s in sessions] + [EXCERPT_SINGLES[name][0]]
     cached_firsts = [s[0][3] for s in sessions if s[0][3] > 0] + [EXCERPT_SINGLES[name][2]]

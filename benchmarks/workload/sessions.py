@@ -59,7 +59,7 @@ class Turn:
     new_tokens: int  # tokens of this turn's new messages (turn 0: the first prompt)
     output_tokens: int  # tokens to ask for (max_tokens); the planned answer length
     think: float  # seconds between the previous answer and this turn (0 for turn 0); concurrent: after its start
-    concurrent: bool = False  # a parallel sub-request: sent ``think`` s after turn index-1 was *sent*, without its answer
+    concurrent: bool = False  # a parallel sub-request: ``think`` s after turn index-1 was *sent*, without its answer
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,8 @@ class Session:
         (sessions drawing the same one share that prefix, as production's common system prompts
         do), then the key (so nothing after it is shared) and text of the session's own."""
         shared = make_text(self.shared_seed, self.shared_tokens * 4) if self.shared_tokens else ""
-        return shared + make_text(f"{self.text_seed}:sys", self._system_chars() - len(shared), head=f"[session {self.key}] ")
+        own = self._system_chars() - len(shared)
+        return shared + make_text(f"{self.text_seed}:sys", own, head=f"[session {self.key}] ")
 
     def answer(self, k: int) -> str:
         """A stand-in for turn k's answer of the planned length, when the real answer is not at hand."""
