@@ -38,7 +38,12 @@ class Row:
         return abs(self.drawn - self.published) <= (self.tol * abs(self.published) if self.rel else self.tol)
 
     def cells(self) -> list[str]:
-        tol = "floor" if self.at_least else f"±{self.tol:.0%}" if self.rel else "±" + self.fmt.format(self.tol)
+        if self.at_least:
+            tol = "floor"
+        elif self.rel:
+            tol = f"±{self.tol:.0%}"
+        else:
+            tol = f"±{self.tol * 100:.1f} pts" if self.fmt.endswith("%}") else "±" + self.fmt.format(self.tol)
         return [self.figure, self.fmt.format(self.drawn), self.fmt.format(self.published), tol,
                 "PASS" if self.ok else "MISS", self.source]
 

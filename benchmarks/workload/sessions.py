@@ -16,7 +16,10 @@ role and separators).
 Load: :func:`session_rate` turns a load (fraction of the fleet's capacity) into new sessions per
 second; :meth:`SessionWorkload.arrivals` draws Poisson arrival times. The client loop is closed
 per session (:class:`ClientLoop`): turn k+1 is sent only after turn k's answer arrived, plus
-turn k+1's think time. :func:`replay` runs that loop against a response-time model and yields
+turn k+1's think time, unless turn k+1 is a concurrent sub-request (``Turn.concurrent``: an agent's
+parallel call), which is sent its ``think`` after turn k was *sent* and resends turn k's prompt
+without its answer. Half the sessions open with one of a pool of common system prompts, so their
+first tokens are shared *across* sessions (``Session.shared_seed`` / ``shared_tokens``). :func:`replay` runs that loop against a response-time model and yields
 ``(time, session, turn)`` events in time order.
 """
 from __future__ import annotations
