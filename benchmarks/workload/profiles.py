@@ -33,8 +33,12 @@ turn, its 7-turn one ~0.8k, its 4-turn one ~4k).
 - **shared prefixes across sessions**: the share of published first turns that arrived with
   cached tokens (a prefix another session left: a common system prompt; 8 of 16 for both) start
   with one of ``SHARED_POOL`` common prompts (popularity ~ 1/rank), whose sizes are evenly spaced
-  on a log scale between the smallest and the largest cached first-turn prefix published (128-26k DeepSeek-V3.2,
-  144-28.8k MiniMax-M2.5); the pool size and the popularity law are assumptions (not published).
+  on a log scale between the smallest and the largest cached first-turn prefix published (128-26k
+  DeepSeek-V3.2, 144-28.8k MiniMax-M2.5); the pool size and the popularity law are assumptions;
+- **context window** ``MAX_PROMPT_TOKENS``: a new message that would overflow it is drawn again
+  (sessions.py), which the expectation in :func:`calibrate` ignores; ``CAP_BOOST`` corrects for it.
+
+"Samples" above means the published sample sessions and the chain excerpts together.
 
 "Repeated share" is what ``structural_prefix_tokens`` measures in the excerpts: a follow-up's
 tokens that repeat its parent's input and output (prompt k = prompt k-1 + answer k-1 + U k; a
