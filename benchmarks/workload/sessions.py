@@ -19,8 +19,9 @@ per session (:class:`ClientLoop`): turn k+1 is sent only after turn k's answer a
 turn k+1's think time, unless turn k+1 is a concurrent sub-request (``Turn.concurrent``: an agent's
 parallel call), which is sent its ``think`` after turn k was *sent* and resends turn k's prompt
 without its answer. Half the sessions open with one of a pool of common system prompts, so their
-first tokens are shared *across* sessions (``Session.shared_seed`` / ``shared_tokens``). :func:`replay` runs that loop against a response-time model and yields
-``(time, session, turn)`` events in time order.
+first tokens are shared *across* sessions (``Session.shared_seed`` / ``shared_tokens``).
+:func:`replay` runs that loop against a response-time model and yields ``(time, session, turn)``
+events in time order.
 """
 from __future__ import annotations
 
