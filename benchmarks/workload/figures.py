@@ -11,15 +11,23 @@ licensed under CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/). Files u
   share of input tokens that repeat the session's earlier prefix (``structural_reuse_ratio``);
 - ``data/caching/traces/samples/deepseek_v32_samples.json`` and ``minimax_m25_samples.json``:
   the published sample sessions, per turn ``(ts, it, ot, ct)`` = start time (s), input tokens,
-  output tokens, cached tokens. Transcribed below unchanged (the ``turn_id`` is the position).
+  output tokens, cached tokens. Transcribed below unchanged (the ``turn_id`` is the position);
+- ``data/sessions/chain_samples_excerpt_v32.json``, ``chain_samples_excerpt_minimax.json``: one
+  recovered session per length class, per turn ``(gap_from_parent_sec, it, ot, ct)``, and one
+  single-turn request with its ``(it, ot, ct)`` (:data:`EXCERPTS`, :data:`EXCERPT_SINGLES`);
+- ``data/routing/figure20_sweep.csv``: the replayed window's ``input_tokens`` and
+  ``output_tokens`` totals (the same on every row of a model; :data:`OUTPUT_TOKENS_TOTAL`);
+- ``config/cachesim.json``: ``working_set_bytes`` = the sum of the first turns' input tokens
+  (1 token = 1 byte there; :data:`FIRST_TURN_TOKENS_TOTAL`).
 
-Changes: none to the values; the JSON layout is rewritten as Python tuples.
+Changes: none to the values; the JSON and CSV layouts are rewritten as Python tuples.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ChainSummary", "CHAINS", "SAMPLES", "CITATION"]
+__all__ = ["ChainSummary", "CHAINS", "SAMPLES", "EXCERPTS", "EXCERPT_SINGLES", "OUTPUT_TOKENS_TOTAL",
+           "FIRST_TURN_TOKENS_TOTAL", "CITATION"]
 
 CITATION = ("Nixon, Durbin, Standhartinger, Gunawi, Yang: \"A Year in LLM Serving: Workload Evolution, Caching "
             "and Load-Balancing\", PVLDB 2027; data HarvardMadSys/chutes_workload, CC BY 4.0")
@@ -135,3 +143,32 @@ SAMPLES: dict[str, tuple[tuple[tuple[int, int, int, int], ...], ...]] = {
          (1774725388, 147915, 3388, 143728), (1774725497, 151584, 472, 0)),
     ),
 }
+
+# figure20_sweep.csv: output_tokens of the replayed 7-day window (its input_tokens equal the chain summaries')
+OUTPUT_TOKENS_TOTAL: dict[str, int] = {"deepseek-v32": 3391979594, "minimax-m25": 1147556664}
+# cachesim.json working_set_bytes: the sum of the first turns' input tokens
+FIRST_TURN_TOKENS_TOTAL: dict[str, int] = {"deepseek-v32": 21094370937, "minimax-m25": 6311046392}
+
+# chain_samples_excerpt_*.json: per recovered session (short_2_4, medium_5_9, long_10_plus), per turn
+# (gap_from_parent_sec, it, ot, ct); the gap of turn 0 is None.
+EXCERPTS: dict[str, tuple[tuple[tuple[float | None, int, int, int], ...], ...]] = {
+    "deepseek-v32": (
+        ((None, 13527, 276, 0), (52.655321, 32639, 628, 0)),
+        ((None, 4751, 318, 0), (0.654398, 13818, 215, 320), (0.688671, 22231, 4, 22016), (0.992336, 94726, 81, 320),
+         (1.313574, 139150, 1, 0)),
+        ((None, 10699, 130, 10688), (72.908282, 10872, 172, 0), (58.990714, 11092, 192, 10752),
+         (59.468694, 11313, 228, 0), (71.01601, 11570, 197, 0), (72.838114, 11801, 178, 0), (37.72407, 12017, 182, 0),
+         (95.567666, 12231, 277, 0), (550.458416, 14133, 189, 0), (70.082621, 14366, 136, 0)),
+    ),
+    "minimax-m25": (
+        ((None, 18946, 529, 16608), (0.171815, 27167, 128, 26832)),
+        ((None, 8903, 69, 144), (0.000801, 9871, 288, 1392), (0.021126, 12615, 156, 400), (0.001973, 14722, 58, 1520),
+         (0.005902, 17022, 158, 352)),
+        ((None, 9676, 64, 1392), (0.024333, 12388, 83, 640), (0.048093, 13889, 441, 1184), (0.018401, 14336, 377, 1440),
+         (0.00588, 16446, 139, 1552), (0.048838, 17096, 47, 1440), (0.047522, 18897, 77, 368),
+         (0.002725, 20433, 58, 1424), (0.136194, 26533, 68, 21136), (0.014772, 41124, 70, 0)),
+    ),
+}
+# the excerpts' single-turn request that arrived with cached tokens: (it, ot, ct)
+EXCERPT_SINGLES: dict[str, tuple[int, int, int]] = {"deepseek-v32": (3574, 221, 3456),
+                                                    "minimax-m25": (31552, 300, 28768)}

@@ -16,11 +16,17 @@ role and separators).
 Load: :func:`session_rate` turns a load (fraction of the fleet's capacity) into new sessions per
 second; :meth:`SessionWorkload.arrivals` draws Poisson arrival times. The client loop is closed
 per session (:class:`ClientLoop`): turn k+1 is sent only after turn k's answer arrived, plus
-turn k+1's think time. :func:`replay` runs that loop against a response-time model and yields
-``(time, session, turn)`` events in time order.
+turn k+1's think time, unless turn k+1 is a concurrent sub-request (``Turn.concurrent``: an agent's
+parallel call), which is sent its ``think`` after turn k was *sent* and resends turn k's prompt
+without its answer. Half the sessions open with one of a pool of common system prompts, so their
+first tokens are shared *across* sessions (``Session.shared_seed`` / ``shared_tokens``).
+:func:`replay` runs that loop against a response-time model and yields ``(time, session, turn)``
+events in time order.
 """
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import heapq
 import math
 import random
@@ -32,6 +38,7 @@ from benchmarks.workload.profiles import Profile, profile
 __all__ = ["Turn", "Session", "SessionWorkload", "ClientLoop", "replay", "session_rate", "make_text"]
 
 MIN_FIRST_TOKENS = 16  # room for the system message's session header at any token_scale
+MAX_REDRAWS = 8  # new messages drawn for a turn before the last is cut to what the context window holds
 _SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "to", "sa", "vi", "de", "po", "ga", "fu", "zi", "be", "ho", "ya")
 _WORDS = tuple(a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in ("", "n", "r", "s"))  # 1,024 words
 
@@ -55,7 +62,8 @@ class Turn:
     prompt_tokens: int  # the whole conversation sent with this turn
     new_tokens: int  # tokens of this turn's new messages (turn 0: the first prompt)
     output_tokens: int  # tokens to ask for (max_tokens); the planned answer length
-    think: float  # seconds between the previous answer and this turn (0 for turn 0)
+    think: float  # seconds between the previous answer and this turn (0 for turn 0); concurrent: after its start
+    concurrent: bool = False  # a parallel sub-request: ``think`` s after turn index-1 was *sent*, without its answer
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class Session:
     turns: tuple[Turn, ...]
     text_seed: str
     system_share: float = 0.8  # share of the first prompt sent as the system message
+    shared_seed: str = ""  # the common system prompt this session starts with ("" = none)
+    shared_tokens: int = 0  # how many of its tokens open this session's system message
 
     @property
     def followups(self) -> int:
@@ -81,8 +91,12 @@ class Session:
         return make_text(f"{self.text_seed}:u{k}", t.new_tokens * 4)
 
     def system_prompt(self) -> str:
-        """The session's system message (starts with the key, so no two sessions share a prefix)."""
-        return make_text(f"{self.text_seed}:sys", self._system_chars(), head=f"[session {self.key}] ")
+        """The session's system message: the common prompt's first ``shared_tokens`` tokens if any
+        (sessions drawing the same one share that prefix, as production's common system prompts
+        do), then the key (so nothing after it is shared) and text of the session's own."""
+        shared = make_text(self.shared_seed, self.shared_tokens * 4) if self.shared_tokens else ""
+        own = self._system_chars() - len(shared)
+        return shared + make_text(f"{self.text_seed}:sys", own, head=f"[session {self.key}] ")
 
     def answer(self, k: int) -> str:
         """A stand-in for turn k's answer of the planned length, when the real answer is not at hand."""
@@ -94,12 +108,14 @@ class Session:
     def messages(self, k: int, answers: Iterable[str] | None = None) -> list[dict[str, str]]:
         """OpenAI chat messages of turn k: the history with ``answers`` (the real answers of turns
         0..k-1, as a client resends them) or the planned stand-ins, then turn k's new message."""
+        need = [j - 1 for j in range(1, k + 1) if not self.turns[j].concurrent]  # answers in the history
         got = list(answers) if answers is not None else [self.answer(j) for j in range(k)]
-        if len(got) < k:
-            raise ValueError(f"turn {k} needs {k} earlier answers, got {len(got)}")
+        if need and len(got) <= need[-1]:
+            raise ValueError(f"turn {k} needs the answers of turns {need}, got {len(got)} answers")
         out = [{"role": "system", "content": self.system_prompt()}, {"role": "user", "content": self.new_message(0)}]
         for j in range(1, k + 1):
-            out.append({"role": "assistant", "content": got[j - 1]})
+            if not self.turns[j].concurrent:  # a sub-request was sent before its parent's answer
+                out.append({"role": "assistant", "content": got[j - 1]})
             out.append({"role": "user", "content": self.new_message(j)})
         return out
 
@@ -132,26 +148,44 @@ class SessionWorkload:
         return lo
 
     def session(self, rng: random.Random, index: int, start: float = 0.0) -> Session:
-        """Session ``index``: the follow-up count, then the first prompt, then per turn the output,
-        the next new message and the think time (a fixed order of draws: same rng state, same plan)."""
+        """Session ``index``: the follow-up count, the key, the common prompt, the first prompt, then
+        per turn the output, whether the next turn is a concurrent sub-request, its new tokens and
+        think time (a fixed order of draws: same rng state, same plan)."""
         p, ts, os_ = self.profile, self.token_scale, self.output_scale
         f = self.followups(rng)
         key_bits = rng.getrandbits(64)
+        shared = -1
+        if rng.random() < p.shared_share:
+            shared = bisect.bisect_left(p.shared_cdf, rng.random() * p.shared_cdf[-1])
         first = max(MIN_FIRST_TOKENS, round(p.first(f).sample(rng) * ts))
+        user = p.user_at(f)
         cap = p.max_prompt_tokens * ts
         turns = []
-        prompt, new, think = first, first, 0.0
+        prompt, new, think, concurrent = first, first, 0.0, False
         for k in range(f + 1):
             out = max(1, round(p.output.sample(rng) * os_))
-            turns.append(Turn(k, prompt, new, out, think))
+            turns.append(Turn(k, prompt, new, out, think, concurrent))
             if k == f:
                 break
-            new = max(1, round(p.user.sample(rng) * ts))
-            think = p.think.sample(rng) * self.think_scale
-            if prompt + out + new > cap:  # the context window is full: the session ends here
+            concurrent = rng.random() < p.concurrent_share
+            think = (p.concurrent_gap if concurrent else p.think).sample(rng) * self.think_scale
+            room = cap - prompt - (0 if concurrent else out)
+            if room < 1:  # the context window is full: the session ends here
                 break
-            prompt += out + new
-        return Session(index, f"{self.key_prefix}-{key_bits:016x}", start, tuple(turns), f"{key_bits:016x}")
+            new = max(1, round(user.sample(rng) * ts))
+            for _ in range(MAX_REDRAWS):  # a message that would overflow the window is drawn again
+                if new <= room:
+                    break
+                new = max(1, round(user.sample(rng) * ts))
+            new = min(new, int(room))
+            prompt += (0 if concurrent else out) + new
+        s = Session(index, f"{self.key_prefix}-{key_bits:016x}", start, tuple(turns), f"{key_bits:016x}")
+        if shared >= 0:  # at most the system message's share of the first prompt, less the key's header
+            room = int(first * s.system_share) - (len(s.key) + 12 + 3) // 4
+            size = min(round(p.shared_sizes[shared] * ts), room)
+            if size > 0:
+                s = dataclasses.replace(s, shared_seed=f"{p.name}:shared:{shared}", shared_tokens=size)
+        return s
 
     def sessions(self, rng: random.Random, rate: float, n: int | None = None, start: float = 0.0) -> Iterator[Session]:
         """Sessions with Poisson arrivals at ``rate`` per second (``n`` of them, or without end)."""
@@ -196,12 +230,17 @@ class ClientLoop:
         return self._heap[0][0] if self._heap else math.inf
 
     def pop(self) -> tuple[float, Session, Turn]:
+        """The next due turn; if the turn after it is a concurrent sub-request, that one is due
+        its ``think`` after this one's send, without waiting for the answer."""
         t, _, k, s = heapq.heappop(self._heap)
+        if k + 1 < len(s.turns) and s.turns[k + 1].concurrent:
+            self._push(t + s.turns[k + 1].think, s, k + 1)
         return t, s, s.turns[k]
 
     def answered(self, s: Session, k: int, at: float) -> float | None:
-        """Turn k's answer arrived at ``at``: schedule turn k+1; returns its time, None at the end."""
-        if k + 1 >= len(s.turns):
+        """Turn k's answer arrived at ``at``: schedule turn k+1; returns its time, None at the end
+        or when turn k+1 is a concurrent sub-request (already scheduled when turn k was sent)."""
+        if k + 1 >= len(s.turns) or s.turns[k + 1].concurrent:
             return None
         t = at + s.turns[k + 1].think
         self._push(t, s, k + 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.workload.figures import CHAINS, SAMPLES
-from benchmarks.workload.profiles import MINIMAX_OUTPUT_MEAN, PROFILES, LogNormal, calibrate, fit
+from benchmarks.workload.profiles import CAP_BOOST, CONCURRENT_GAP_S, MIN_THINK_S, PROFILES, LogNormal, fit, targets
 from benchmarks.workload.sessions import ClientLoop, SessionWorkload, make_text, replay, session_rate
 from chutes_lb.simulator.prompt import chat_prompt, tokens_of
 
@@ -56,12 +56,13 @@ def test_input_growth_and_outputs_match(drawn) -> None:
     assert prompts.mean() == pytest.approx(c.mean_input_tokens, rel=0.05)
     assert repeated / prompts.sum() == pytest.approx(c.reuse_ratio, abs=0.02)
     outputs = np.array([t.output_tokens for t in turns], dtype=float)
-    if name == "minimax-m25":
-        assert outputs.mean() == pytest.approx(MINIMAX_OUTPUT_MEAN, rel=0.05)
-    for s in sessions[:2000]:  # prompt k+1 = prompt k + answer k + new message k+1
+    assert outputs.mean() == pytest.approx(targets(name).output_mean, rel=0.05)
+    assert prompts.max() <= PROFILES[name].max_prompt_tokens  # the context window holds every prompt
+    for s in sessions[:2000]:  # prompt k+1 = prompt k + answer k (not a sub-request's) + new message k+1
         for a, b in zip(s.turns, s.turns[1:]):
-            assert b.prompt_tokens == a.prompt_tokens + a.output_tokens + b.new_tokens
-            assert b.think >= 1.0
+            assert b.prompt_tokens == a.prompt_tokens + (0 if b.concurrent else a.output_tokens) + b.new_tokens
+            # think times from under a second (sample clocks: 0.1 s floor) up; sub-requests within 1.32 s
+            assert (0.001 <= b.think <= CONCURRENT_GAP_S) if b.concurrent else (b.think >= MIN_THINK_S)
 
 
 def test_think_times_in_the_published_ranges() -> None:
@@ -70,12 +71,13 @@ def test_think_times_in_the_published_ranges() -> None:
 
 
 def test_calibration_reproduces_the_shipped_parameters() -> None:
-    for name, out_mean in (("deepseek-v32", None), ("minimax-m25", MINIMAX_OUTPUT_MEAN)):
+    for name in ("deepseek-v32", "minimax-m25"):
         p = PROFILES[name]
-        fresh = fit(name, out_mean)
+        fresh = fit(name, boost=CAP_BOOST[name])
         assert fresh.first_median == pytest.approx(p.first_median, rel=1e-3)
-        assert fresh.first_beta == pytest.approx(p.first_beta, rel=1e-3)
-        assert fresh.user == p.user and fresh.think == p.think
+        assert fresh.user.median == pytest.approx(p.user.median, rel=1e-3)
+        assert fresh.beta == pytest.approx(p.beta, rel=1e-3)
+        assert fresh.think == p.think and fresh.output == p.output and fresh.concurrent_gap == p.concurrent_gap
 
 
 def test_clipped_lognormal_mean() -> None:
@@ -102,9 +104,11 @@ def test_prompts_of_a_session_share_their_prefix_exactly() -> None:
         answers = [f"answer {j} " * 7 for j in range(len(s.turns))]
         a1, a2 = chat_prompt(s.messages(1, answers[:1])), chat_prompt(s.messages(2, answers[:2]))
         assert a2.startswith(a1)
-        assert s.system_prompt().startswith(f"[session {s.key}]")
-    first = [chat_prompt(s.messages(0)) for s in sessions]
-    assert len({f[:200] for f in first}) == len(first)  # no two sessions share their first 50 tokens
+        # a common system prompt (if any) opens the system message, then the session's own header
+        assert s.system_prompt()[s.shared_tokens * 4:].startswith(f"[session {s.key}]")
+    own = [s for s in sessions if not s.shared_tokens]
+    first = [chat_prompt(s.messages(0)) for s in own]
+    assert len({f[:200] for f in first}) == len(first)  # no two of them share their first 50 tokens
 
 
 def test_same_seed_same_plan_and_text() -> None:
@@ -145,12 +149,50 @@ def test_closed_loop_waits_for_the_answer_plus_think() -> None:
     assert len(events) == sum(len(s.turns) for s in sessions)
     assert [e[0] for e in events] == sorted(e[0] for e in events)
     sent = {(s.index, t.index): at for at, s, t in events}
+    assert any(t.concurrent for s in sessions for t in s.turns)
     for s in sessions:
         assert sent[(s.index, 0)] == s.start
         for k in range(1, len(s.turns)):
-            assert sent[(s.index, k)] == pytest.approx(sent[(s.index, k - 1)] + 3.0 + s.turns[k].think)
+            # a concurrent sub-request leaves its think after its parent's send, not after the answer
+            wait = 0.0 if s.turns[k].concurrent else 3.0
+            assert sent[(s.index, k)] == pytest.approx(sent[(s.index, k - 1)] + wait + s.turns[k].think)
     loop = ClientLoop([sessions[0]])
     t, s, turn = loop.pop()
     assert turn.index == 0 and len(loop) == 0
     nxt = loop.answered(s, 0, t + 1.0)
-    assert (nxt is None) == (s.followups == 0)
+    assert (nxt is None) == (s.followups == 0 or s.turns[1].concurrent)
+
+
+def test_a_concurrent_sub_request_resends_its_parent_prompt_without_the_answer() -> None:
+    w = SessionWorkload.named("minimax-m25", token_scale=0.01)
+    rng = random.Random(12)
+    s = next(s for s in (w.session(rng, i) for i in range(400)) if any(t.concurrent for t in s.turns[1:]))
+    k = next(k for k, t in enumerate(s.turns) if t.concurrent)
+    parent, child = s.messages(k - 1), s.messages(k)
+    assert child[:len(parent)] == parent and child[len(parent)]["role"] == "user"  # no assistant turn between
+    assert len(child) == len(parent) + 1
+    # sent before the parent's answer: the answers of turns 0..k-2 are enough
+    answers = [f"answer {j}" for j in range(k - 1)]
+    assert s.messages(k, answers)[-1] == child[-1]
+    # and the next turn (if sequential) carries the sub-request's answer, so the chain stays a prefix chain
+    if k + 1 < len(s.turns) and not s.turns[k + 1].concurrent:
+        assert s.messages(k + 1)[:len(child)] == child and s.messages(k + 1)[len(child)]["role"] == "assistant"
+
+
+def test_sessions_share_a_common_system_prompt_prefix() -> None:
+    w = SessionWorkload.named("deepseek-v32")
+    rng = random.Random(3)
+    sessions = [w.session(rng, i) for i in range(400)]
+    shared = [s for s in sessions if s.shared_tokens]
+    assert 0.4 < len(shared) / len(sessions) < 0.6
+    by_prompt: dict[str, list] = {}
+    for s in shared:
+        by_prompt.setdefault(s.shared_seed, []).append(s)
+    a, b = next(v for v in by_prompt.values() if len(v) >= 2)[:2]
+    n = min(a.shared_tokens, b.shared_tokens) * 4
+    pa, pb = a.system_prompt(), b.system_prompt()
+    assert pa[:n] == pb[:n] and n >= 4
+    assert pa[a.shared_tokens * 4:].startswith(f"[session {a.key}]")  # nothing after the common part is shared
+    assert all(s.shared_tokens <= s.turns[0].new_tokens for s in shared)
+    sizes = PROFILES["deepseek-v32"].shared_sizes
+    assert min(sizes) == 128 and max(sizes) == 26176 and len(set(sizes)) > 50
