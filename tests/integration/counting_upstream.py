@@ -8,7 +8,7 @@
 ``close`` (drops the connection), or one of Chutes' error classes with Chutes' own body
 (:data:`CHUTES`: ``quota`` 402, ``spam`` and ``daily`` per-user 429s, ``maintenance`` 429,
 ``capacity`` 429 with a ``Retry-After``). ``GET /_count`` -> ``{"total": N, "by_model": {...}}``;
-``POST /_reset`` clears the counts. Used by the retry-bound, 502 and key-echo tests.
+``POST /_reset`` clears the counts; ``GET /_bodies`` -> the last 10 request bodies, oldest first. Used by the retry-bound, 502 and key-echo tests.
 """
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ async def _answer(request: web.Request, chat: bool) -> web.StreamResponse:
     body = await request.json()
     model = str(body.get("model"))
     STATE["total"] += 1
+    STATE["bodies"] = [*STATE.get("bodies", [])[-9:], body]  # the last 10 request bodies, for GET /_bodies
     STATE["counts"][model] = STATE["counts"].get(model, 0) + 1
     mode = STATE["by_model"].get(model, STATE["default"])
     if mode == "hang":
@@ -91,6 +92,10 @@ async def count(request: web.Request) -> web.Response:
     return web.json_response({"total": STATE["total"], "by_model": STATE["counts"]})
 
 
+async def bodies(request: web.Request) -> web.Response:
+    return web.json_response(STATE.get("bodies", []))
+
+
 async def reset(request: web.Request) -> web.Response:
     STATE["total"], STATE["counts"] = 0, {}
     return web.json_response({"total": 0})
@@ -106,6 +111,7 @@ def main() -> None:
     app.router.add_post("/v1/completions", text)
     app.router.add_post("/_mode", set_mode)
     app.router.add_get("/_count", count)
+    app.router.add_get("/_bodies", bodies)
     app.router.add_post("/_reset", reset)
     app.router.add_get("/healthz", healthz)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)

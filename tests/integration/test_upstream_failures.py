@@ -258,6 +258,28 @@ def test_every_429_and_503_carries_retry_after(proxy, upstream) -> None:
     assert r.status_code == 503 and int(r.headers.get("retry-after", "0")) >= 1, (r.status_code, dict(r.headers))
 
 
+def test_agent_requests_reach_the_upstream_with_string_contents(proxy, upstream) -> None:
+    """Chutes' in-chute prefix routing works only on plain-string contents. Before: Messages and
+    Responses sent user contents as lists of text parts and Responses' developer as a second
+    system message."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    blocks = [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"}, {"type": "text", "text": "hello",
+                                                                                     "cache_control": {"type": "ephemeral"}}]
+    r = httpx.post(proxy.base_url + "/v1/messages", headers=headers, timeout=60, json={
+        "model": "chutes-models", "max_tokens": 8, "system": [{"type": "text", "text": "You are terse."}],
+        "messages": [{"role": "user", "content": blocks}]})
+    assert r.status_code == 200, r.text
+    r = httpx.post(proxy.base_url + "/v1/responses", headers=headers, timeout=60, json={
+        "model": "chutes-models", "instructions": "Be terse.",
+        "input": [{"role": "developer", "content": "Follow the rules."}, {"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]})
+    assert r.status_code == 200, r.text
+    sent = httpx.get(upstream + "/_bodies", timeout=5).json()[-2:]
+    for body in sent:
+        assert all(isinstance(m["content"], str) for m in body["messages"]), body["messages"]
+        assert [m["role"] for m in body["messages"]].count("system") == 1
+        assert "cache_control" not in str(body)
+
+
 def test_a_maintenance_429_is_served_elsewhere_and_that_chute_is_held(proxy, upstream) -> None:
     mode(upstream, "ok", **{NAMES[A]: "maintenance"})
     answers = [chat(proxy) for _ in range(20)]
