@@ -35,6 +35,8 @@ class ChuteRef:
     model_group: str  # LiteLLM model_name, e.g. chutes-models
     concurrency: int = 8  # requests one instance serves at once (model_info.concurrency)
     deployment_id: str = ""  # LiteLLM's model_info.id (often the chute UUID itself)
+    max_model_len: int | None = None  # model_info.max_model_len: the context window in tokens (None: unknown)
+    features: tuple[str, ...] | None = None  # model_info.supported_features (None: unknown)
 
     def __post_init__(self) -> None:
         if not self.deployment_id:
@@ -82,10 +84,18 @@ def chutes_from_config(config: object, source: str = "config") -> Fleet:
         if not name:
             raise FleetError(f"{where}: litellm_params.model is required")
         concurrency = _positive_int(info.get("concurrency", 8), where, "model_info.concurrency")
+        window = info.get("max_model_len")
+        if window is not None:
+            window = _positive_int(window, where, "model_info.max_model_len")
+        features = info.get("supported_features")
+        if features is not None:
+            if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+                raise FleetError(f"{where}: model_info.supported_features must be a list of names (tools, json_mode, reasoning, ...)")
+            features = tuple(features)
         group = str(entry.get("model_name") or "").strip()
         if chute_id in groups.get(group, ()):
             raise FleetError(f"{where}: duplicate chute {chute_id} in model group {group!r} (a chute may be in several groups, once each)")
-        ref = ChuteRef(chute_id, name, group, concurrency, dep_id)
+        ref = ChuteRef(chute_id, name, group, concurrency, dep_id, window, features)
         first = chutes.get(chute_id)
         if first is None:
             chutes[chute_id] = ref
@@ -94,9 +104,10 @@ def chutes_from_config(config: object, source: str = "config") -> Fleet:
             except ValueError:
                 warnings.append(f"{where}: chute id {chute_id!r} is not a UUID; Chutes identifies chutes by UUID "
                                 "(the utilization API will not match it)")
-        elif (first.name, first.concurrency) != (name, concurrency):
+        elif (first.name, first.concurrency, first.max_model_len, first.features) != (name, concurrency, window, features):
             raise FleetError(f"{where}: chute {chute_id} is listed as {name!r} with concurrency {concurrency}, but "
-                             f"earlier as {first.name!r} with concurrency {first.concurrency}; a chute is one chute")
+                             f"earlier as {first.name!r} with concurrency {first.concurrency} (or another max_model_len / "
+                             "supported_features); a chute is one chute")
         deployments.append(ref)
         groups.setdefault(group, []).append(chute_id)
     if not deployments:

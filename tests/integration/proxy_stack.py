@@ -50,7 +50,10 @@ class Stack:
 
 
 def start_stack(redis_url: str, prefix: str, *, refresh_seconds: float = 1.0, time_scale: float = 1.0,
-                proxy_env: dict[str, str] | None = None, upstream_timeout: float = 4.0, strategy: str = "headroom") -> Stack:
+                proxy_env: dict[str, str] | None = None, upstream_timeout: float = 4.0, strategy: str = "headroom",
+                windows: dict[str, int] | None = None) -> Stack:
+    """``windows``: chute id -> context window, for both the simulator (it answers vLLM's 400
+    beyond it) and the proxy's config (``model_info.max_model_len``)."""
     tmp = Path(tempfile.mkdtemp(prefix="chutes-stack-"))
     config = write_config(tmp / "litellm-config.yaml", FLEET)
     text = config.read_text().replace("timeout: 120", f"timeout: {upstream_timeout}")
@@ -58,13 +61,16 @@ def start_stack(redis_url: str, prefix: str, *, refresh_seconds: float = 1.0, ti
 
     data = yaml.safe_load(text)
     for entry in data["model_list"]:
+        if windows and entry["model_info"]["id"] in windows:
+            entry["model_info"]["max_model_len"] = windows[entry["model_info"]["id"]]
         entry["litellm_params"]["timeout"] = upstream_timeout
         entry["litellm_params"]["stream_timeout"] = upstream_timeout
     data["router_settings"]["timeout"] = upstream_timeout * 4
     data["litellm_settings"]["request_timeout"] = upstream_timeout * 4
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     # no chutes_routing.py beside this config: the callback module is found wherever the config is
-    sim = SimulatorProcess({"defaults": SIM_DEFAULTS, "chutes": FLEET}, time_scale=time_scale, refresh_seconds=refresh_seconds).start()
+    fleet = [{**c, "context_length": windows[c["chute_id"]]} if windows and c["chute_id"] in windows else c for c in FLEET]
+    sim = SimulatorProcess({"defaults": SIM_DEFAULTS, "chutes": fleet}, time_scale=time_scale, refresh_seconds=refresh_seconds).start()
     poller = proxy = None
     try:
         poller = PollerProcess(sim.base_url, redis_url, prefix, config=config, interval=0.5).start()

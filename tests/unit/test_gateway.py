@@ -298,3 +298,68 @@ def test_the_upstream_message_reaches_the_client_whole_and_redacted() -> None:
     message = info.value.message
     assert long.replace("sk-secret", MASK) in message  # whole, not cut mid-word
     assert "sk-secret" not in message and "{'detail'" not in message and "OpenAIException" not in message
+
+
+WINDOWS = {IDS[0]: 8192, IDS[1]: 131072, IDS[2]: 163840}
+
+
+def make_windows(sender: ScriptedSender, features: dict[str, list[str]] | None = None) -> tuple[Gateway, RoutingCore, RecordingMetrics, Clock]:
+    config = {**CONFIG, "model_list": [
+        {**e, "model_info": {**e["model_info"], "max_model_len": WINDOWS[e["model_info"]["id"]],
+                             **({"supported_features": features[e["model_info"]["id"]]} if features else {})}}
+        for e in CONFIG["model_list"]]}
+    clock = Clock()
+    metrics = RecordingMetrics()
+    fleet = chutes_from_config(config)
+    core = RoutingCore(fleet.deployments, RoutingConfig(strategy="headroom", affinity=False), metrics, clock=clock,
+                       rng=random.Random(3))
+    return Gateway(sender, core, fleet, RetryBudget(percent=0.2), Redactor(()), clock=clock), core, metrics, clock
+
+
+def long_prompt(tokens: int) -> dict:
+    return {"messages": [{"role": "user", "content": "word " * (tokens * 4 // 5)}]}
+
+
+def test_a_long_prompt_never_goes_to_a_chute_whose_window_is_too_small() -> None:
+    sender = ScriptedSender({}, default=Response())
+    gw, core, metrics, _ = make_windows(sender)
+    for _ in range(20):
+        assert asyncio.run(gw.call("chat", "chat", "g", long_prompt(17_000))).chute_id != IDS[0]
+    assert all(d != IDS[0] for _, d, _ in sender.calls)
+    settled(core, metrics)
+
+
+def test_a_request_too_long_for_every_window_is_one_clear_400_without_trying_a_chute() -> None:
+    sender = ScriptedSender({}, default=Response())
+    gw, core, metrics, _ = make_windows(sender)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {**long_prompt(1000), "max_tokens": 200_000}))
+    assert info.value.status == 400 and "163840" in info.value.message and sender.calls == []
+
+
+def test_a_context_400_is_retried_once_on_a_larger_window_and_holds_nothing() -> None:
+    too_long = upstream_error("BadRequestError", 400, "This model's maximum context length is 131072 tokens. However, you requested")
+    sender = ScriptedSender({IDS[1]: [too_long]}, default=Response())
+    gw, core, metrics, _ = make_windows(sender)
+    for _ in range(12):
+        result = asyncio.run(gw.call("chat", "chat", "g", long_prompt(5_000)))
+        assert result.chute_id != IDS[1]
+    refused = [c for c in sender.calls if c[1] == IDS[1]]
+    assert refused, "the chute that refuses was never picked: the test proves nothing"
+    assert all(d == IDS[2] for (_, d, _), prev in zip(sender.calls[1:], sender.calls) if prev[1] == IDS[1])
+    assert core.live.chute(IDS[1]).error_score == 0.0 and not core.penalty_active(IDS[1])
+    settled(core, metrics)
+
+
+def test_tools_go_only_to_chutes_that_support_them() -> None:
+    sender = ScriptedSender({}, default=Response())
+    gw, core, metrics, _ = make_windows(sender, {IDS[0]: ["json_mode"], IDS[1]: ["tools", "json_mode"], IDS[2]: ["tools"]})
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    for _ in range(12):
+        assert asyncio.run(gw.call("chat", "chat", "g", {"messages": [], "tools": tools})).chute_id != IDS[0]
+    both = {"messages": [], "tools": tools, "response_format": {"type": "json_object"}}
+    assert asyncio.run(gw.call("chat", "chat", "g", both)).chute_id == IDS[1]  # the one chute with both
+    calls = len(sender.calls)
+    with pytest.raises(UpstreamFailure) as info:
+        asyncio.run(gw.call("chat", "chat", "g", {"messages": [], "reasoning_effort": "high"}))
+    assert info.value.status == 400 and "supports reasoning" in info.value.message and len(sender.calls) == calls

@@ -40,9 +40,11 @@ from typing import Any, AsyncIterator, Callable, Mapping, Protocol
 
 from chutes_lb.fleet import Fleet
 from chutes_lb.redact import Redactor
+from chutes_lb.proxy.needs import needs_of
 from chutes_lb.proxy.session import session_key
 from chutes_lb.routing.core import RoutingCore
 from chutes_lb.routing.attempts import UpstreamCall, usage_of
+from chutes_lb.routing.capability import NoChuteFits
 from chutes_lb.routing.retry import Failure, RetryBudget, classify, final_status
 
 __all__ = ["Gateway", "Sender", "LiteLLMSender", "CallResult", "Streamed", "UpstreamFailure"]
@@ -218,8 +220,10 @@ class Gateway:
                    affinity_key: int | None = None) -> CallResult:
         """Send one client request (``params``: the upstream body without ``model``) to ``group``;
         ``affinity_key``: the request's session (routing/affinity.py), every attempt keeps it."""
-        call = UpstreamCall(self.core, str(uuid.uuid4()), api, affinity_key)
+        needs = needs_of(kind, params)
+        call = UpstreamCall(self.core, str(uuid.uuid4()), api, affinity_key, needs)
         self.budget.request(self.clock())
+        context_retried = False
         attempted: list[Attempted] = []
         groups = (group, *self.fleet.fallbacks.get(group, ()))
         max_attempts = 1 + self.fleet.num_retries
@@ -230,7 +234,12 @@ class Gateway:
             if self.core.strategy == "passthrough":  # a baseline: LiteLLM's own routing_strategy chooses
                 deployment = target
             else:
-                deployment = call.open(self._deployments[target], target)  # the core chooses, before LiteLLM is called
+                try:  # the core chooses among the chutes that can take it, before LiteLLM is called
+                    deployment = call.open(self._deployments[target], target)
+                except NoChuteFits as exc:
+                    if attempted:  # a context retry found no larger window: the chute's own 400 stands
+                        raise self._failure(attempted, group) from None
+                    raise UpstreamFailure(400, self.redactor.text(f"model group {group!r}: {exc.message}"), []) from None
             try:
                 started = self.clock()
                 response = await self.sender.send(kind, deployment, params, stream=stream, call_id=call.call_id)
@@ -257,6 +266,14 @@ class Gateway:
                 n = len(attempted)
                 log.warning("upstream attempt failed: api %s, group %s, chute %s: %s (attempt %d of at most %d, call %s)",
                             api, target, label, failure.what, n, max_attempts, call.call_id[:8])
+                window = self.core.capability(chute).max_model_len if chute else None
+                if failure.context and not context_retried and window is not None and n < max_attempts:
+                    # the estimate was short: once more, on a chute with a larger window (no budget:
+                    # this amplifies no outage, and it says nothing of that chute's health)
+                    context_retried = True
+                    call.needs = needs._replace(min_window=window + 1)
+                    self.core.metrics.retry(api, failure.outcome)
+                    continue
                 target = self._target(groups, set(call.tried))
                 if not (failure.upstream and failure.retryable) or n >= max_attempts or target is None:
                     raise self._failure(attempted, group) from None

@@ -21,9 +21,12 @@ def render(core: RoutingCore) -> dict[str, Any]:
         live = core.live.chute(chute_id)
         remote = core.remote.get(chute_id)
         est = core.estimates.get(chute_id)
+        cap = core.capability(chute_id)
         chutes.append({
             "chute_id": chute_id, "name": ref.name, "model_groups": core.groups_of.get(chute_id, []),
             "concurrency_per_instance": ref.concurrency,
+            "max_model_len": cap.max_model_len,
+            "supported_features": None if cap.features is None else sorted(cap.features),
             "in_snapshot": stats is not None,
             "snapshot": None if stats is None else {
                 "utilization_current": stats.utilization_current, "utilization_5m": stats.utilization_5m,

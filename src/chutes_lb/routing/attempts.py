@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
+    from chutes_lb.routing.capability import Needs
     from chutes_lb.routing.core import RoutingCore
 
 __all__ = ["UpstreamCall", "Usage", "usage_of", "completion_tokens", "prompt_usage"]
@@ -64,13 +65,15 @@ class UpstreamCall:
     left), opens its bookkeeping and returns the deployment id; ``close`` ends the open attempt
     (a no-op when none is open, so a late second report changes nothing)."""
 
-    __slots__ = ("core", "call_id", "api", "affinity_key", "tried", "_open", "opened_at")
+    __slots__ = ("core", "call_id", "api", "affinity_key", "needs", "tried", "_open", "opened_at")
 
-    def __init__(self, core: "RoutingCore", call_id: str, api: str = "chat", affinity_key: int | None = None) -> None:
+    def __init__(self, core: "RoutingCore", call_id: str, api: str = "chat", affinity_key: int | None = None,
+                 needs: "Needs | None" = None) -> None:
         self.core = core
         self.call_id = call_id
         self.api = api
         self.affinity_key = affinity_key
+        self.needs = needs  # what the request needs of a chute (context, features); a context retry raises min_window
         self.tried: list[str] = []  # chute ids, in order
         self._open: str | None = None  # the chute of the open attempt
         self.opened_at = 0.0
@@ -89,7 +92,7 @@ class UpstreamCall:
         failed = [*self.tried, *(self.core.chute_id(d) for d in also_failed)]
         last = failed[-1] if failed else None
         dep = self.core.pick(deployment_ids, failed=failed, last_failed=last, call_id=self.call_id, api=self.api,
-                             group=group, affinity_key=self.affinity_key)
+                             group=group, affinity_key=self.affinity_key, needs=self.needs)
         chute = self.core.chute_id(dep)
         self.tried.append(chute)
         self._open = chute

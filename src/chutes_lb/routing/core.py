@@ -29,6 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from chutes_lb.fleet import ChuteRef
 from chutes_lb.routing.affinity import SessionMemo
+from chutes_lb.routing.capability import Capability, Needs, NoChuteFits, unfit
 from chutes_lb.routing.decision import REGISTRY, Affinity, Strategy, decide, strategy_of
 from chutes_lb.routing.estimate import DEFAULT_PARAMS, Candidate, CandidateSet, Estimate, HeadroomParams, estimate, penalty_active
 from chutes_lb.routing.ledger import Attempt, AttemptLedger
@@ -112,17 +113,63 @@ class RoutingCore:
             return None  # the background tick reports the transition; requests only read
         return snap
 
+    def capability(self, chute_id: str) -> Capability:
+        """What the chute can do: its context window and features, as configured (unknown: None)."""
+        ref = self.chutes.get(chute_id)
+        if ref is None:
+            return Capability()
+        return Capability(ref.max_model_len, frozenset(ref.features) if ref.features is not None else None)
+
+    def fitting(self, deployment_ids: Sequence[str], needs: Needs) -> Sequence[str]:
+        """The deployments whose chute can take a request with ``needs``: those it fits with the
+        margin to spare, else those it fits at all (the chute decides); raises
+        :class:`NoChuteFits` when none can."""
+        strict: list[str] = []
+        loose: list[str] = []
+        for dep in deployment_ids:
+            cap = self.capability(self.chute_id(dep))
+            why = unfit(cap, needs)
+            if why is None:
+                strict.append(dep)
+            elif why == "context" and unfit(cap, needs, margin=0.0) is None:
+                loose.append(dep)
+        if strict or loose:
+            return strict or loose
+        raise NoChuteFits(self._no_fit(deployment_ids, needs), self._largest_window(deployment_ids))
+
+    def _largest_window(self, deployment_ids: Sequence[str]) -> int | None:
+        windows = [self.capability(self.chute_id(d)).max_model_len for d in deployment_ids]
+        known = [w for w in windows if w is not None]
+        return max(known) if known else None
+
+    def _no_fit(self, deployment_ids: Sequence[str], needs: Needs) -> str:
+        caps = {self.chute_id(d): self.capability(self.chute_id(d)) for d in deployment_ids}
+        missing = sorted({f for f in needs.features for c in caps.values() if c.features is not None and f not in c.features})
+        if missing and all(unfit(c, needs._replace(prompt_tokens=0, max_tokens=0, min_window=0)) for c in caps.values()):
+            return f"no chute of this model group supports {', '.join(missing)}"
+        largest = self._largest_window(deployment_ids)
+        asked = f"about {needs.prompt_tokens} prompt tokens" + (f" + max_tokens {needs.max_tokens}" if needs.max_tokens else "")
+        if needs.min_window and largest is not None and largest < needs.min_window:
+            return f"the request is too long for every chute of this model group ({asked}); the largest context window is {largest} tokens"
+        return (f"the request is too long for every chute of this model group: it needs {asked} "
+                f"({needs.tokens} tokens); the largest context window is {largest} tokens")
+
     def pick(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), last_failed: str | None = None,
-             call_id: str | None = None, api: str = "chat", group: str = "", affinity_key: int | None = None) -> str:
+             call_id: str | None = None, api: str = "chat", group: str = "", affinity_key: int | None = None,
+             needs: Needs | None = None) -> str:
         """Choose the deployment for one upstream attempt and open its bookkeeping. The caller
         is the attempt's owner (:class:`~chutes_lb.routing.attempts.UpstreamCall`): it closes the
         attempt with :meth:`close_attempt`.
 
         ``failed``: deployments or chutes that already failed within this request (never chosen
         again while another chute is available); ``last_failed``: the one whose failure caused
-        this pick. A pick without a ``call_id`` is answered but opens nothing (LiteLLM asks that
-        way outside requests, e.g. for token counting)."""
+        this pick. ``needs``: what the request needs (context, features): only chutes that can take
+        it are candidates (:meth:`fitting`; raises :class:`NoChuteFits` when none can). A pick
+        without a ``call_id`` is answered but opens nothing (LiteLLM asks that way outside
+        requests, e.g. for token counting)."""
         now = self.clock()
+        if needs is not None:
+            deployment_ids = self.fitting(deployment_ids, needs)
         by_chute: dict[str, str] = {}
         for dep in deployment_ids:
             by_chute.setdefault(self.chute_id(dep), dep)

@@ -36,6 +36,11 @@ class Failure(NamedTuple):
     status: int | None = None  # the upstream's HTTP status, when it answered one
     upstream: bool = True  # False: no upstream attempt was made (every chute cooling down)
 
+    @property
+    def context(self) -> bool:
+        """A context-length 400: too long for that chute's window (another may be larger)."""
+        return self.outcome == "rejected" and self.status == 400 and "context window" in self.what
+
 
 _CONNECT_HINTS = ("connection error", "connect", "name or service not known", "temporary failure in name resolution",
                   "no route to host", "connection refused", "connection reset")
