@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import pytest
@@ -363,3 +364,89 @@ def test_tools_go_only_to_chutes_that_support_them() -> None:
     with pytest.raises(UpstreamFailure) as info:
         asyncio.run(gw.call("chat", "chat", "g", {"messages": [], "reasoning_effort": "high"}))
     assert info.value.status == 400 and "supports reasoning" in info.value.message and len(sender.calls) == calls
+
+
+def fill(core: RoutingCore, n: int) -> list:
+    """``n`` attempts open (by other requests of this worker): with no snapshot each chute has
+    its concurrency (4) as slots, so 12 fill the fleet."""
+    from chutes_lb.routing.attempts import UpstreamCall
+
+    calls = []
+    for i in range(n):
+        c = UpstreamCall(core, f"other-{i}")
+        c.open(IDS)
+        calls.append(c)
+    return calls
+
+
+def make_waiting(sender: ScriptedSender, bound: float) -> tuple[Gateway, RoutingCore, RecordingMetrics]:
+    from chutes_lb.proxy.slotwait import SlotWait
+
+    gw, core, metrics, _ = make(sender)
+    gw = Gateway(sender, core, gw.fleet, RetryBudget(percent=0.2), Redactor(()), clock=gw.clock, slot_wait=SlotWait(bound, metrics))
+    return gw, core, metrics
+
+
+def test_a_request_finding_every_chute_full_waits_and_goes_when_a_slot_frees() -> None:
+    sender = ScriptedSender({}, default=Response())
+    gw, core, metrics = make_waiting(sender, bound=5.0)
+    others = fill(core, 12)
+    assert core.with_room(gw._deployments["g"]) == ()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(gw.call("chat", "chat", "g", {}))
+        await asyncio.sleep(0.2)
+        assert sender.calls == [] and len(gw.slot_wait) == 1  # held, not sent to a full chute
+        freed = others[0].close("success")
+        result = await asyncio.wait_for(task, 2.0)
+        assert result.chute_id == freed and len(sender.calls) == 1 and len(gw.slot_wait) == 0  # it took the slot that freed
+
+    asyncio.run(scenario())
+    assert metrics.counts[("slot_waited", "slot")] == 1 and metrics.gauges[("slot_waiting", "")] == 0
+
+
+def test_the_wait_is_bounded_then_the_request_is_sent_anyway() -> None:
+    sender = ScriptedSender({}, default=Response())
+    gw, core, metrics = make_waiting(sender, bound=0.3)
+    fill(core, 12)
+
+    async def scenario() -> float:
+        t0 = time.monotonic()
+        await gw.call("chat", "chat", "g", {})
+        return time.monotonic() - t0
+
+    waited = asyncio.run(scenario())
+    assert 0.25 <= waited < 2.0 and len(sender.calls) == 1
+    assert metrics.counts[("slot_waited", "timeout")] == 1
+
+
+def test_waiters_go_first_come_first_served() -> None:
+    gate = asyncio.Event()
+    order: list[str] = []
+
+    class HoldingSender(ScriptedSender):
+        async def send(self, kind: str, deployment: str, params: dict[str, Any], *, stream: bool, call_id: str) -> Any:
+            task = asyncio.current_task()
+            order.append(task.get_name() if task else "?")
+            await gate.wait()  # served requests keep their slot until the test lets them go
+            return Response()
+
+    gw, core, metrics = make_waiting(HoldingSender({}), bound=5.0)
+    others = fill(core, 12)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(gw.call("chat", "chat", "g", {}), name="first")
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(gw.call("chat", "chat", "g", {}), name="second")
+        await asyncio.sleep(0.1)
+        assert order == [] and len(gw.slot_wait) == 2
+        others[0].close("success")
+        await asyncio.sleep(0.1)
+        assert order == ["first"] and len(gw.slot_wait) == 1  # one slot: the older waiter took it
+        others[1].close("success")
+        await asyncio.sleep(0.1)
+        assert order == ["first", "second"]
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 2.0)
+
+    asyncio.run(scenario())

@@ -63,6 +63,7 @@ def create_app() -> Any:
 
     from chutes_lb.proxy.agent_api import AgentRoutes
     from chutes_lb.proxy.gateway import Gateway, LiteLLMSender
+    from chutes_lb.proxy.slotwait import SlotWait
     from chutes_lb.proxy.messages import validate_messages_body
     from chutes_lb.proxy.openai_api import OpenAIRoutes
     from chutes_lb.proxy.responses import validate_responses_body
@@ -72,7 +73,8 @@ def create_app() -> Any:
     fleet = read_fleet(settings.litellm_config_path)
     redactor = Redactor(settings.secrets())
     gateway = Gateway(LiteLLMSender(lambda: proxy_server.llm_router), rt.core, fleet, RetryBudget(percent=settings.retry_budget_percent / 100.0),
-                      redactor, key_sources=settings.routing_affinity_keys if rt.core.uses_sessions else ())
+                      redactor, key_sources=settings.routing_affinity_keys if rt.core.uses_sessions else (),
+                      slot_wait=SlotWait(settings.routing_wait_seconds, rt.core.metrics))
     openai_routes = OpenAIRoutes(gateway, send_json, rt.core.metrics)
     routes: dict[str, ApiRoute] = {}
     for kind, paths in OPENAI_PATHS.items():
@@ -89,7 +91,7 @@ def create_app() -> Any:
     for path in ("/v1/responses", "/responses"):
         routes[path] = ApiRoute("responses", "openai", validate_responses_body, agents.responses)
     inner = proxy_server.app
-    install_info_route(inner, rt.core)
+    install_info_route(inner, rt.core, lambda: len(gateway.slot_wait) if gateway.slot_wait is not None else 0)
 
     def ready() -> bool:
         return proxy_server.llm_router is not None and rt.core.snapshot_checked

@@ -42,6 +42,7 @@ from chutes_lb.fleet import Fleet
 from chutes_lb.redact import Redactor
 from chutes_lb.proxy.needs import needs_of
 from chutes_lb.proxy.session import session_key
+from chutes_lb.proxy.slotwait import SlotWait
 from chutes_lb.routing.core import RoutingCore
 from chutes_lb.routing.attempts import UpstreamCall, usage_of
 from chutes_lb.routing.capability import NoChuteFits
@@ -191,9 +192,12 @@ class Gateway:
     redactor: Redactor
     key_sources: tuple[str, ...] = ()  # ROUTING_AFFINITY_KEYS
     clock: Callable[[], float] = time.monotonic
+    slot_wait: SlotWait | None = None  # ROUTING_WAIT_SECONDS: hold a request while every usable chute is full
     _deployments: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.slot_wait is not None:
+            self.core.on_room = self.slot_wait.wake
         for ref in self.fleet.deployments:  # model group -> its deployment ids, in config order
             self._deployments[ref.model_group] = (*self._deployments.get(ref.model_group, ()), ref.deployment_id)
 
@@ -235,7 +239,14 @@ class Gateway:
                 deployment = target
             else:
                 try:  # the core chooses among the chutes that can take it, before LiteLLM is called
-                    deployment = call.open(self._deployments[target], target)
+                    candidates = self._deployments[target]
+                    if self.slot_wait is not None:
+                        def room() -> tuple[str, ...]:
+                            return self.core.with_room(candidates, failed=call.tried, needs=call.needs)
+
+                        if await self.slot_wait.until_room(lambda: not room()):
+                            candidates = room() or candidates  # it waited for a slot: it takes one that freed
+                    deployment = call.open(candidates, target)
                 except NoChuteFits as exc:
                     if attempted:  # a context retry found no larger window: the chute's own 400 stands
                         raise self._failure(attempted, group) from None

@@ -5,14 +5,14 @@ key like every non-probe route."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 from chutes_lb.routing.core import RoutingCore
 from chutes_lb.routing.decision import REGISTRY
 from chutes_lb.routing.estimate import is_slow
 
 
-def render(core: RoutingCore) -> dict[str, Any]:
+def render(core: RoutingCore, waiting: int | None = None) -> dict[str, Any]:
     now = core.clock()
     snap = core.snapshot
     chutes = []
@@ -47,6 +47,7 @@ def render(core: RoutingCore) -> dict[str, Any]:
         "strategies": {name: {"summary": spec.summary, "sessions": spec.sessions, "reads_snapshot": spec.reads_snapshot}
                        for name, spec in REGISTRY.items()},
         "worker": core.worker_id,
+        "waiting_for_a_slot": waiting,  # requests this worker holds while every chute is full (ROUTING_WAIT_SECONDS)
         "affinity": {
             "enabled": core.uses_sessions,
             "load_bound": core.config.affinity_bound,
@@ -69,9 +70,9 @@ def _finite(value: float) -> float | None:
     return round(value, 3) if math.isfinite(value) else None
 
 
-def install_info_route(app: Any, core: RoutingCore) -> None:
+def install_info_route(app: Any, core: RoutingCore, waiting: Callable[[], int] | None = None) -> None:
     async def info() -> dict[str, Any]:
         """Routing state of the worker that answers: strategy, snapshot, per-chute headroom."""
-        return render(core)
+        return render(core, waiting() if waiting is not None else None)
 
     app.add_api_route("/info", info, methods=["GET"], tags=["chutes-lb"], summary="Routing state: deployments, strategy, snapshot age, headroom")

@@ -96,6 +96,7 @@ class RoutingCore:
         self.report = DecisionReport(self.strategy)
         self.sessions = SessionMemo(config.affinity_depth)
         self.affinity_counts: Counter[str] = Counter()  # this worker's session decisions, for /info
+        self.on_room: Callable[[], None] | None = None  # called when a slot may have freed (the gateway's slot wait)
 
     # ------------------------------------------------------------ naming
     def chute_id(self, deployment_id: str) -> str:
@@ -153,6 +154,27 @@ class RoutingCore:
             return f"the request is too long for every chute of this model group ({asked}); the largest context window is {largest} tokens"
         return (f"the request is too long for every chute of this model group: it needs {asked} "
                 f"({needs.tokens} tokens); the largest context window is {largest} tokens")
+
+    def with_room(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), needs: Needs | None = None) -> tuple[str, ...]:
+        """The deployments this request may use (not failed, able to take it) whose chute is
+        estimated to have a free slot (a slow chute's counts) and no 429 hold. Empty: every one is
+        full, and the gateway waits for a slot (ROUTING_WAIT_SECONDS) before it sends; after such
+        a wait it picks among these, so the slot that freed is the one taken. Strategies that do
+        not estimate answer every deployment (they never wait)."""
+        if not self.spec.reads_snapshot:
+            return tuple(deployment_ids)
+        if needs is not None:
+            deployment_ids = self.fitting(deployment_ids, needs)
+        now = self.clock()
+        skip = frozenset(self.chute_id(d) for d in failed)
+        usable = [d for d in deployment_ids if self.chute_id(d) not in skip]
+        chutes = tuple(dict.fromkeys(self.chute_id(d) for d in usable))
+        if not chutes:
+            return ()
+        cs = self.candidates(self.usable_snapshot(now), chutes)
+        r = float(self.replicas)
+        roomy = {cs.ids[i] for i in range(cs.n) if estimate(cs, i, now, r, self.params, self.live.snapshot_version).tier >= 1}
+        return tuple(d for d in usable if self.chute_id(d) in roomy)
 
     def pick(self, deployment_ids: Sequence[str], *, failed: Iterable[str] = (), last_failed: str | None = None,
              call_id: str | None = None, api: str = "chat", group: str = "", affinity_key: int | None = None,
@@ -244,6 +266,8 @@ class RoutingCore:
         attempt = self.ledger.close(call_id, chute)
         if attempt is None:
             return
+        if self.on_room is not None:
+            self.on_room()  # a slot freed: a request held for one may go
         uncached = prompt[0] - prompt[1] if prompt is not None else None
         if ttft is not None:
             self.live.on_first_token(attempt.token, attempt.started + ttft, uncached)
@@ -311,6 +335,8 @@ class RoutingCore:
     def exchanged(self, entries: Iterable[tuple[str, Mapping[str, Mapping[str, float]], float]]) -> None:
         """The other workers' exports arrived (``(worker id, counts, measured_at)``, own included or not)."""
         self.replicas = exchange(entries, self.worker_id, self.remote, self.live)
+        if self.on_room is not None:
+            self.on_room()  # the other workers' counts moved: a held request looks again
 
     def exchange_failed(self) -> None:
         aggregate_remote((), into=self.remote)  # unknown, not zero: the shared counts go stale

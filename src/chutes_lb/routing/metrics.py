@@ -38,6 +38,8 @@ class RoutingMetrics(Protocol):
     def prompt_tokens(self, api: str, chute: str, cached: float, computed: float) -> None: ...
     def chute_estimate(self, chute: str, headroom: float, slowness: float) -> None: ...
     def snapshot(self, age_seconds: float | None, usable: bool) -> None: ...
+    def slot_waiting(self, delta: int) -> None: ...
+    def slot_waited(self, seconds: float, outcome: str) -> None: ...
 
 
 class PrometheusRoutingMetrics:
@@ -61,6 +63,8 @@ class PrometheusRoutingMetrics:
         self._prompt = PCounter("chutes_lb_prompt_tokens", "Prompt tokens of successful attempts: cached (prefix cache hit) or computed", ["api", "chute", "kind"], **r)
         self._latency = Histogram("chutes_lb_upstream_latency_seconds", "Upstream attempt latency (whole response)", ["chute"], buckets=_LATENCY_BUCKETS, **r)
         self._ttft = Histogram("chutes_lb_time_to_first_token_seconds", "Time to first token of streamed responses", ["chute"], buckets=_TTFT_BUCKETS, **r)
+        self._waiting = Gauge("chutes_lb_slot_waiting_requests", "Requests held for a free slot: every chute they may use was estimated full (ROUTING_WAIT_SECONDS)", multiprocess_mode="livesum", **r)
+        self._waited = Histogram("chutes_lb_slot_wait_seconds", "Time requests were held for a free slot, by how the wait ended (slot: one freed; timeout: ROUTING_WAIT_SECONDS passed, sent anyway)", ["outcome"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30), **r)
         self._inflight = Gauge("chutes_lb_inflight_requests", "Requests open to each chute (this replica, all workers)", ["chute"], multiprocess_mode="livesum", **r)
         self._slowness = Gauge("chutes_lb_chute_slowness_ratio", "Typical request time on each chute / on the fleet's median chute, from this replica's responses (1 = ordinary; above ROUTING_SLOW_RATIO the chute is overflow only; max over workers)", ["chute"], multiprocess_mode="livemax", **r)
         self._headroom = Gauge("chutes_lb_chute_headroom_slots", "Estimated free slots per chute (last estimate of any worker)", ["chute"], multiprocess_mode="livemax", **r)
@@ -114,6 +118,12 @@ class PrometheusRoutingMetrics:
         self._snapshot_age.set(-1 if age_seconds is None else age_seconds)
         self._snapshot_usable.set(1 if usable else 0)
 
+    def slot_waiting(self, delta: int) -> None:
+        self._waiting.inc(delta)
+
+    def slot_waited(self, seconds: float, outcome: str) -> None:
+        self._waited.labels(outcome).observe(seconds)
+
 
 class RecordingMetrics:
     """In-memory metrics with the same calls (tests read the counters)."""
@@ -165,6 +175,12 @@ class RecordingMetrics:
 
     def snapshot(self, age_seconds: float | None, usable: bool) -> None:
         self.snapshot_state = (age_seconds, usable)
+
+    def slot_waiting(self, delta: int) -> None:
+        self.gauges[("slot_waiting", "")] = self.gauges.get(("slot_waiting", ""), 0.0) + delta
+
+    def slot_waited(self, seconds: float, outcome: str) -> None:
+        self.counts[("slot_waited", outcome)] += 1
 
     def total(self, kind: str, *labels: str) -> int:
         """Sum of the counts of ``kind`` whose labels start with ``labels``."""
