@@ -42,7 +42,7 @@ def client(sim) -> Iterator[openai.OpenAI]:
 
 def test_state_contract(sim):
     st = sim.state()
-    assert set(st) == {"chutes", "utilization"}
+    assert set(st) == {"chutes", "utilization", "aliases"}
     assert [c["name"] for c in st["chutes"]] == ["sim/fast", "sim/slow", "sim/cold"]
     assert all(set(c) == STATE_FIELDS for c in st["chutes"])
     assert {"mode", "refresh_seconds", "version", "refreshed_at"} <= set(st["utilization"])

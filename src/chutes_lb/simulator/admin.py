@@ -2,14 +2,15 @@
 
 Contract (other components code against it):
 
-* ``GET  /admin/state`` -> ``{"chutes": [...], "utilization": {"mode", "refresh_seconds", "version", "refreshed_at", ...}}``
+* ``GET  /admin/state`` -> ``{"chutes": [...], "utilization": {"mode", "refresh_seconds", "version", "refreshed_at", ...},
+  "aliases": {alias: [chute_id, ...]}}`` (aliases are set on Chutes' own route, ``POST /model_aliases/``)
 * ``POST /admin/chutes/{id_or_name}`` body: any subset of instances, concurrency, speed,
   ttft_scale, error_rate, error_status, hang, cut_after_tokens, reset_rate, reject_share
   (rate-limit mode: that share of requests gets 429 at any load), prefill_rate,
   cache_tokens (per instance; 0 empties the caches), context_length -> the chute's state
 * ``POST /admin/utilization`` body: mode, status, delay_seconds, size_bytes, refresh_seconds
 * ``POST /admin/utilization/refresh`` -> ``{"version": N}``
-* ``POST /admin/reset`` -> back to the fleet config, no faults, empty prefix caches
+* ``POST /admin/reset`` -> back to the fleet config, no faults, empty prefix caches, no aliases
 
 When ``SIM_ADMIN_TOKEN`` is set every route needs ``Authorization: Bearer <token>``.
 Invalid bodies answer 400 ``{"error": {...}}``; an unknown chute 404.

@@ -25,6 +25,7 @@ __all__ = ["Admission", "ChuteRuntime", "Simulator", "UtilizationBoard", "contro
 
 log = logging.getLogger(__name__)
 FILLER_SEED = 20260218
+EMA_WEIGHT = 0.2  # weight of a new sample in the TTFT / output-rate moving averages
 _RNG = random.Random(0)  # instance tie-breaks when the caller passes no rng (unit tests)
 
 
@@ -59,6 +60,8 @@ class ChuteRuntime:
         self.served = 0
         self.received = 0  # every completion request that named this chute (retry bounds are counted here)
         self.rejected_429 = 0
+        self.ttft_ema: float | None = None  # seconds to the first token, moving average (``:latency`` ranking)
+        self.otps_ema: float | None = None  # output tokens/s while decoding, moving average (``:throughput``)
         self.prompt_tokens = 0
         self.cached_tokens = 0
         self._reject_acc = 0.0
@@ -71,6 +74,24 @@ class ChuteRuntime:
     @property
     def capacity(self) -> int:
         return self.controls.capacity
+
+    @property
+    def has_instances(self) -> bool:
+        return self.controls.instances > 0
+
+    @property
+    def has_free_slot(self) -> bool:
+        """At least one instance below its concurrency right now (Chutes' availability check)."""
+        conc = self.controls.concurrency
+        return any(i.in_flight < conc for i in self.instances)
+
+    def observe(self, ttft_seconds: float, output_tokens_per_second: float | None) -> None:
+        """Feed the moving averages Chutes ranks ``:latency`` / ``:throughput`` lists by."""
+        a = EMA_WEIGHT
+        self.ttft_ema = ttft_seconds if self.ttft_ema is None else (1 - a) * self.ttft_ema + a * ttft_seconds
+        if output_tokens_per_second is not None:
+            o = output_tokens_per_second
+            self.otps_ema = o if self.otps_ema is None else (1 - a) * self.otps_ema + a * o
 
     def _fit_instances(self) -> None:
         c = self.controls
@@ -135,6 +156,7 @@ class ChuteRuntime:
             inst.cache.clear()
             inst.prefill_free_at = 0.0
         self._reject_acc = 0.0
+        self.ttft_ema = self.otps_ema = None
 
     def state(self) -> dict[str, Any]:
         return {"chute_id": self.spec.chute_id, "name": self.spec.name, **asdict(self.controls),
@@ -221,6 +243,7 @@ class Simulator:
         for c in self.chutes:
             self.by_key[c.spec.chute_id] = c
             self.by_key[c.spec.name] = c
+        self.aliases: dict[str, list[str]] = {}  # lower-case alias -> chute names/UUIDs (POST /model_aliases/)
         self.board = UtilizationBoard(refresh_seconds, filler_count, seed)
         self.refresh_now()
 
@@ -234,11 +257,12 @@ class Simulator:
         now = self.clock()
         for c in self.chutes:
             c.restore(now)
+        self.aliases.clear()
         self.board.configure({"mode": "normal", "status": 500, "delay_seconds": 0.0, "size_bytes": 0,
                               "refresh_seconds": self.initial_refresh_seconds})
 
     def state(self) -> dict[str, Any]:
-        return {"chutes": [c.state() for c in self.chutes], "utilization": self.board.state()}
+        return {"chutes": [c.state() for c in self.chutes], "utilization": self.board.state(), "aliases": dict(self.aliases)}
 
     def models_body(self) -> bytes:
         return orjson.dumps({"object": "list", "data": [
