@@ -26,8 +26,9 @@ from chutes_lb.simulator.answer import Answer, Gone, reset_connection
 from chutes_lb.simulator.chute_api import chute_record
 from chutes_lb.simulator.model import first_token_delay
 from chutes_lb.simulator.prefix import block_hashes
+from chutes_lb.simulator.faults import error_for
 from chutes_lb.simulator.routing import rank, resolve
-from chutes_lb.simulator.service import ChuteRuntime, Simulator
+from chutes_lb.simulator.service import ChuteRuntime, Simulator, next_utc_midnight
 
 __all__ = ["make_app", "SIM_KEY"]
 
@@ -35,15 +36,15 @@ log = logging.getLogger(__name__)
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("simulator", Simulator)
 _JSON = "application/json"
 FAILOVER_STATUSES = (429, 503)  # Chutes tries the next chute of a list on these (before any byte)
-_MESSAGES = {
-    429: "Infrastructure is at maximum capacity, try again later",
-    500: "No infrastructure available to serve request",
-    402: "Quota exceeded and account balance is $0.0, please pay with fiat or send tao to the wallet",
-}
 
 
-def detail(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=b'{"detail":' + orjson.dumps(message) + b"}", content_type=_JSON, headers=headers)
+def detail(status: int, message: str, headers: dict[str, str] | None = None, wall: float = 0.0) -> web.Response:
+    """Chutes' error body ``{"detail": ...}``; a 402 also says when the quota resets."""
+    if status == 402:
+        body = orjson.dumps({"detail": message, "quota_reset_timestamp": next_utc_midnight(wall or time.time())})
+    else:
+        body = b'{"detail":' + orjson.dumps(message) + b"}"
+    return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
 
 
 async def completions(request: web.Request, chat: bool) -> web.StreamResponse:
@@ -57,11 +58,15 @@ async def completions(request: web.Request, chat: bool) -> web.StreamResponse:
         pl = replies.plan(p)
     except oa.BadRequest as exc:
         return web.Response(status=exc.status, body=oa.error_body(str(exc), exc.param), content_type=_JSON)
+    account = sim.account.headers()
+    refused = sim.account.check(sim.rng, candidates[0].spec.chute_id)
+    if refused is not None:  # the account, before any chute: no failover
+        return detail(*refused, {"X-Chutes-InvocationID": str(uuid.uuid4()), **account}, sim.wall())
     # a list whose chutes all lack instances: the first answers its 503
     order = candidates if exact else (rank(candidates, mode) or candidates[:1])
     last = len(order) - 1
     for i, chute in enumerate(order):
-        resp = await serve(request, sim, chute, p, pl, chat)
+        resp = await serve(request, sim, chute, p, pl, chat, account)
         if i < last and resp.status in FAILOVER_STATUSES and not resp.prepared:
             continue  # before any byte: Chutes tries the next chute of the list
         return resp
@@ -69,7 +74,7 @@ async def completions(request: web.Request, chat: bool) -> web.StreamResponse:
 
 
 async def serve(request: web.Request, sim: Simulator, chute: ChuteRuntime, p: oa.Parsed, pl: replies.Plan,
-                chat: bool) -> web.StreamResponse:
+                chat: bool, account: dict[str, str]) -> web.StreamResponse:
     """One attempt on one chute: context check, admission, faults, time to first token, answer."""
     chute.received += 1
     spec, c = chute.spec, chute.controls
@@ -77,14 +82,18 @@ async def serve(request: web.Request, sim: Simulator, chute: ChuteRuntime, p: oa
     limit = c.context_length
     if prompt_tokens + (p.max_tokens or 0) > limit or (p.max_tokens is None and prompt_tokens >= limit):
         return web.Response(status=400, body=oa.context_error_body(limit, prompt_tokens, p.max_tokens), content_type=_JSON)
-    headers = {"X-Chutes-InvocationID": str(uuid.uuid4()), "X-Sim-Chute-Id": spec.chute_id}
-    hashes = block_hashes(p.prompt, spec.block_tokens)
+    headers = {"X-Chutes-InvocationID": str(uuid.uuid4()), "X-Sim-Chute-Id": spec.chute_id, **account}
     rng = sim.rng
+    if c.error_rate and rng.random() < c.error_rate:  # Chutes' gateway answers these before an instance is chosen
+        status, message = error_for(c.error_kind, c.error_status, spec.chute_id)
+        chute.refuse(sim.clock(), status)
+        return detail(status, message, headers, sim.wall())
+    hashes = block_hashes(p.prompt, spec.block_tokens)
     adm = chute.admit(sim.clock(), hashes, prompt_tokens, rng)
     if adm.status == 503:
-        return detail(503, f"No instances available (yet) for chute_id={spec.chute_id}", headers)
+        return detail(*error_for("no_instances", 503, spec.chute_id), headers)
     if adm.status:
-        return detail(429, _MESSAGES[429], headers)
+        return detail(*error_for("infra_overload", 429, spec.chute_id), headers)
     inst = adm.instance
     assert inst is not None
     completed = False
@@ -94,8 +103,6 @@ async def serve(request: web.Request, sim: Simulator, chute: ChuteRuntime, p: oa
         if c.reset_rate and rng.random() < c.reset_rate:
             reset_connection(request)
             raise Gone
-        if c.error_rate and rng.random() < c.error_rate:
-            return detail(c.error_status, _MESSAGES.get(c.error_status, f"simulated error {c.error_status}"), headers)
         if c.hang:
             await chute.unhung.wait()
             c = chute.controls

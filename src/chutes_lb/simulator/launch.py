@@ -115,6 +115,10 @@ class SimulatorProcess:
     def set_chute(self, key: str, **fields: Any) -> dict[str, Any]:
         return self.admin("POST", "/admin/chutes/" + key, fields)
 
+    def set_account(self, **fields: Any) -> dict[str, Any]:
+        """``POST /admin/account``: injected errors for every chute, quota, rate-limit headers."""
+        return self.admin("POST", "/admin/account", fields)
+
     def chute_record(self, key: str) -> dict[str, Any]:
         """``GET /chutes/{key}`` (the real API's chute record); AdminError on 404."""
         return self.admin("GET", "/chutes/" + key)

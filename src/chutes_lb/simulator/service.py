@@ -16,12 +16,12 @@ from typing import Any, Callable, NamedTuple, Sequence
 import orjson
 
 from chutes_lb.simulator import utilization as util
-from chutes_lb.simulator.faults import ChuteControls
+from chutes_lb.simulator.faults import AccountControls, ChuteControls, error_for
 from chutes_lb.simulator.fleet_config import ChuteSpec, FleetConfig
 from chutes_lb.simulator.model import WINDOWS, LoadRing
 from chutes_lb.simulator.prefix import Instance, cacheable_blocks, choose_instance
 
-__all__ = ["Admission", "ChuteRuntime", "Simulator", "UtilizationBoard", "controls_for"]
+__all__ = ["Account", "Admission", "ChuteRuntime", "Simulator", "UtilizationBoard", "controls_for", "next_utc_midnight"]
 
 log = logging.getLogger(__name__)
 FILLER_SEED = 20260218
@@ -126,6 +126,12 @@ class ChuteRuntime:
         self.ring.count(now, requests=1)
         return Admission(0, inst, cached)
 
+    def refuse(self, now: float, status: int) -> None:
+        """Count an injected error answered before admission (a 429 counts as rate-limited)."""
+        limited = status == 429
+        self.rejected_429 += limited
+        self.ring.count(now, requests=1, rate_limited=int(limited))
+
     def _reject(self, now: float) -> Admission:
         self.rejected_429 += 1
         self.ring.count(now, requests=1, rate_limited=1)
@@ -168,6 +174,47 @@ class ChuteRuntime:
 def iso_utc(epoch: float) -> str:
     """ISO timestamp without timezone, like the real API (``2026-02-18T05:48:08.568123``)."""
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def next_utc_midnight(wall: float) -> str:
+    """When a daily quota resets: the next 00:00 UTC, ISO with ``Z``."""
+    day = datetime.datetime.fromtimestamp(wall, datetime.timezone.utc).date() + datetime.timedelta(days=1)
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+class Account:
+    """The one simulated account: its controls and its quota count (see ``faults.AccountControls``)."""
+
+    def __init__(self) -> None:
+        self.controls = AccountControls()
+        self.quota_used = 0
+
+    def configure(self, controls: AccountControls, fields: Sequence[str]) -> None:
+        self.controls = controls
+        if "quota_used" in fields:
+            self.quota_used = controls.quota_used
+
+    def headers(self) -> dict[str, str]:
+        c = self.controls
+        out = {"X-Chutes-Quota-Total": str(c.quota_total), "X-Chutes-Quota-Used": str(self.quota_used),
+               "X-Chutes-Quota-Remaining": str(max(0, c.quota_total - self.quota_used)), "X-Chutes-RL-User": str(c.rl_user)}
+        if c.rl_chute is not None:
+            out["X-Chutes-RL-Chute"] = str(c.rl_chute)
+        return out
+
+    def check(self, rng: random.Random, chute_id: str) -> tuple[int, str] | None:
+        """``(status, detail)`` when the account refuses this request, else None (and the request counts)."""
+        c = self.controls
+        if c.error_rate and rng.random() < c.error_rate:
+            return error_for(c.error_kind, c.error_status, chute_id)
+        if self.quota_used >= c.quota_total and c.balance <= 0:
+            return error_for("quota", 402, chute_id)
+        if c.quota_total:
+            self.quota_used += 1
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return {**asdict(self.controls), "quota_used": self.quota_used}
 
 
 class UtilizationBoard:
@@ -244,6 +291,7 @@ class Simulator:
             self.by_key[c.spec.chute_id] = c
             self.by_key[c.spec.name] = c
         self.aliases: dict[str, list[str]] = {}  # lower-case alias -> chute names/UUIDs (POST /model_aliases/)
+        self.account = Account()
         self.board = UtilizationBoard(refresh_seconds, filler_count, seed)
         self.refresh_now()
 
@@ -258,11 +306,13 @@ class Simulator:
         for c in self.chutes:
             c.restore(now)
         self.aliases.clear()
+        self.account = Account()
         self.board.configure({"mode": "normal", "status": 500, "delay_seconds": 0.0, "size_bytes": 0,
                               "refresh_seconds": self.initial_refresh_seconds})
 
     def state(self) -> dict[str, Any]:
-        return {"chutes": [c.state() for c in self.chutes], "utilization": self.board.state(), "aliases": dict(self.aliases)}
+        return {"chutes": [c.state() for c in self.chutes], "utilization": self.board.state(), "aliases": dict(self.aliases),
+                "account": self.account.state()}
 
     def models_body(self) -> bytes:
         return orjson.dumps({"object": "list", "data": [
