@@ -82,6 +82,8 @@ async def serve(request: web.Request, sim: Simulator, chute: ChuteRuntime, p: oa
     limit = c.context_length
     if prompt_tokens + (p.max_tokens or 0) > limit or (p.max_tokens is None and prompt_tokens >= limit):
         return web.Response(status=400, body=oa.context_error_body(limit, prompt_tokens, p.max_tokens), content_type=_JSON)
+    if p.tools and p.tool_choice != "none" and not spec.tools:
+        return web.Response(status=400, body=oa.NO_TOOLS_BODY, content_type=_JSON)
     headers = {"X-Chutes-InvocationID": str(uuid.uuid4()), "X-Sim-Chute-Id": spec.chute_id, **account}
     rng = sim.rng
     if c.error_rate and rng.random() < c.error_rate:  # Chutes' gateway answers these before an instance is chosen

@@ -50,7 +50,6 @@ class ChuteControls:
     ttft_scale: float = 1.0
     error_rate: float = 0.0
     error_status: int = 500
-    error_kind: str | None = None
     hang: bool = False
     cut_after_tokens: int | None = None
     reset_rate: float = 0.0
@@ -58,6 +57,7 @@ class ChuteControls:
     prefill_rate: float = 10000.0
     cache_tokens: int = 500000
     context_length: int = 131072
+    error_kind: str | None = None  # one of ERROR_KINDS: what error_rate answers (else error_status)
 
     @property
     def capacity(self) -> int:

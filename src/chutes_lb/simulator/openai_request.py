@@ -15,7 +15,7 @@ import orjson
 
 from chutes_lb.simulator.prompt import chat_prompt, completion_prompt, tokens_of
 
-__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "MAX_LOGPROBS"]
+__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "NO_TOOLS_BODY", "MAX_LOGPROBS"]
 
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
@@ -159,6 +159,12 @@ def parse_request(raw: bytes, chat: bool) -> Parsed:
     functions = body.get("functions")
     prompt = chat_prompt(messages, tools, functions if isinstance(functions, list) else None)
     return Parsed(model, stream, n, max_tokens, prompt, True, tools=tools, tool_choice=choice, messages=messages, **common)
+
+
+#: vLLM's 400 for ``tools`` on a server started without a tool-call parser (Chutes adds
+#: ``tool_choice: "auto"`` when tools come without one, so this is what a tool-less chute answers).
+NO_TOOLS_BODY = orjson.dumps({"object": "error", "message": '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+                              "type": "BadRequestError", "param": None, "code": 400})
 
 
 def context_error_body(limit: int, prompt_tokens: int, max_tokens: int | None) -> bytes:

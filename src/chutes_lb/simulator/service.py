@@ -16,6 +16,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import orjson
 
 from chutes_lb.simulator import utilization as util
+from chutes_lb.simulator.chute_api import model_entry
 from chutes_lb.simulator.faults import AccountControls, ChuteControls, error_for
 from chutes_lb.simulator.fleet_config import ChuteSpec, FleetConfig
 from chutes_lb.simulator.model import WINDOWS, LoadRing
@@ -315,7 +316,4 @@ class Simulator:
                 "account": self.account.state()}
 
     def models_body(self) -> bytes:
-        return orjson.dumps({"object": "list", "data": [
-            {"id": c.spec.name, "object": "model", "created": 1735689600, "owned_by": "chutes", "root": c.spec.name,
-             "chute_id": c.spec.chute_id, "max_model_len": c.controls.context_length,
-             "context_length": c.controls.context_length} for c in self.chutes]})
+        return orjson.dumps({"object": "list", "data": [model_entry(c) for c in self.chutes]})
