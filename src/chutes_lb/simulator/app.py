@@ -91,7 +91,7 @@ async def serve(request: web.Request, sim: Simulator, chute: ChuteRuntime, p: oa
         chute.refuse(sim.clock(), status)
         return detail(status, message, headers, sim.wall())
     hashes = block_hashes(p.prompt, spec.block_tokens)
-    adm = chute.admit(sim.clock(), hashes, prompt_tokens, rng)
+    adm = chute.admit(sim.clock(), hashes, prompt_tokens, rng, p.prefix_keys)
     if adm.status == 503:
         return detail(*error_for("no_instances", 503, spec.chute_id), headers)
     if adm.status:

@@ -20,7 +20,7 @@ from chutes_lb.simulator.chute_api import model_entry
 from chutes_lb.simulator.faults import AccountControls, ChuteControls, error_for
 from chutes_lb.simulator.fleet_config import ChuteSpec, FleetConfig
 from chutes_lb.simulator.model import WINDOWS, LoadRing
-from chutes_lb.simulator.prefix import Instance, cacheable_blocks, choose_instance
+from chutes_lb.simulator.prefix import PREFIX_TTL_SECONDS, Instance, PrefixMemo, cacheable_blocks, choose_instance
 
 __all__ = ["Account", "Admission", "ChuteRuntime", "Simulator", "UtilizationBoard", "controls_for", "next_utc_midnight"]
 
@@ -54,8 +54,9 @@ class ChuteRuntime:
     randomness), before any capacity check, and counted as rate-limited in the windows.
     """
 
-    def __init__(self, spec: ChuteSpec, now: float) -> None:
+    def __init__(self, spec: ChuteSpec, now: float, memo_ttl: float = PREFIX_TTL_SECONDS) -> None:
         self.spec = spec
+        self.memo = PrefixMemo(memo_ttl)  # Chutes' prefix key -> instance memory (prefix.py)
         self.controls = controls_for(spec)
         self.in_flight = 0
         self.served = 0
@@ -102,8 +103,13 @@ class ChuteRuntime:
         while len(self.instances) < c.instances:
             self.instances.append(Instance(len(self.instances), c.cache_tokens, self.spec.block_tokens))
 
-    def admit(self, now: float, hashes: Sequence[bytes] = (), prompt_tokens: int = 0, rng: random.Random | None = None) -> Admission:
-        """Admit a request (the caller must :meth:`release` it) or say what to answer."""
+    def admit(self, now: float, hashes: Sequence[bytes] = (), prompt_tokens: int = 0, rng: random.Random | None = None,
+              keys: Sequence[bytes] = ()) -> Admission:
+        """Admit a request (the caller must :meth:`release` it) or say what to answer.
+
+        ``hashes`` are the prompt's block hashes (what the chosen instance's KV cache may hold),
+        ``keys`` its prefix keys (what Chutes' instance choice uses; ``prefix.prefix_keys``).
+        """
         c = self.controls
         if c.instances == 0:
             self.ring.count(now, requests=1)
@@ -115,10 +121,10 @@ class ChuteRuntime:
                 return self._reject(now)
         if self.in_flight >= c.capacity:
             return self._reject(now)
-        limit = cacheable_blocks(hashes, prompt_tokens, self.spec.block_tokens)
-        inst, cached = choose_instance(self.instances, c.concurrency, hashes, limit, rng or _RNG)
+        inst = choose_instance(self.instances, c.concurrency, keys, self.memo, now, rng or _RNG)
         if inst is None:
             return self._reject(now)
+        cached = inst.cache.match(hashes, cacheable_blocks(hashes, prompt_tokens, self.spec.block_tokens)) if hashes else 0
         inst.in_flight += 1
         self.in_flight += 1
         self.prompt_tokens += prompt_tokens
@@ -162,6 +168,7 @@ class ChuteRuntime:
         for inst in self.instances:
             inst.cache.clear()
             inst.prefill_free_at = 0.0
+        self.memo.clear()
         self._reject_acc = 0.0
         self.ttft_ema = self.otps_ema = None
 
@@ -286,7 +293,8 @@ class Simulator:
         self.rng = random.Random(seed) if seed else random.Random()
         self.initial_refresh_seconds = refresh_seconds
         now = clock()
-        self.chutes = [ChuteRuntime(spec, now) for spec in fleet.chutes]
+        # the 600 s of Chutes' prefix memo are simulated time, like every latency
+        self.chutes = [ChuteRuntime(spec, now, PREFIX_TTL_SECONDS * time_scale) for spec in fleet.chutes]
         self.by_key: dict[str, ChuteRuntime] = {}
         for c in self.chutes:
             self.by_key[c.spec.chute_id] = c
