@@ -71,3 +71,14 @@ def test_instance_counts_match_everywhere(sim):
     state = sim.chute_state("sim/multi")
     record = sim.chute_record("sim/multi")
     assert entry["instance_count"] == entry["active_instance_count"] == len(state["instance_state"]) == len(record["instances"]) == 3
+
+
+def test_cache_scale_shrinks_every_cache_by_the_same_factor():
+    fleet = [{**FLEET[0], "cache_tokens": 64_000}, {**FLEET[0], "chute_id": "99999999-9999-4999-8999-99999999999a", "name": "sim/other",
+                                                     "instances": 1, "cache_tokens": 1_000_000}]
+    with SimulatorProcess(fleet, time_scale=0.01, cache_scale=0.1) as s:
+        caps = {c["name"]: [i["cache_capacity_tokens"] for i in c["instance_state"]] for c in s.state()["chutes"]}
+        assert caps == {"sim/multi": [6400] * 4, "sim/other": [99_968]}  # 100,000 rounded down to 64-token blocks
+        assert s.chute_state("sim/multi")["cache_tokens"] == 64_000  # the configured (unscaled) figure
+        s.set_chute("sim/multi", cache_tokens=32_000)  # admin values are scaled too
+        assert [i["cache_capacity_tokens"] for i in s.chute_state("sim/multi")["instance_state"]] == [3200] * 4

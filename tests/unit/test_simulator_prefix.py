@@ -241,3 +241,11 @@ def test_shrinking_instances_keeps_in_flight_requests_counted():
     assert c.admit(3.0, rng=rng).status == 0
     c.set_controls(c.controls.__class__(3, 1), 4.0)
     assert [i.index for i in c.instances] == [0, 1, 2] and c.instances[1].in_flight == 0
+
+
+def test_cache_scale_multiplies_every_instance_cache():
+    spec = ChuteSpec("00000000-0000-4000-8000-00000000000b", "m", instances=2, block_tokens=64, cache_tokens=500_000)
+    c = ChuteRuntime(spec, 0.0, cache_scale=0.1)
+    assert [i.cache.capacity_blocks * 64 for i in c.instances] == [49_984, 49_984]  # 50,000 rounded down to blocks
+    c.set_controls(c.controls.__class__(3, 8, cache_tokens=1_000_000), 1.0)
+    assert [i.cache.capacity_blocks for i in c.instances] == [1562] * 3

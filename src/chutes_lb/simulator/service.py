@@ -54,8 +54,9 @@ class ChuteRuntime:
     randomness), before any capacity check, and counted as rate-limited in the windows.
     """
 
-    def __init__(self, spec: ChuteSpec, now: float, memo_ttl: float = PREFIX_TTL_SECONDS) -> None:
+    def __init__(self, spec: ChuteSpec, now: float, memo_ttl: float = PREFIX_TTL_SECONDS, cache_scale: float = 1.0) -> None:
         self.spec = spec
+        self.cache_scale = cache_scale  # SIM_CACHE_SCALE: every instance holds cache_tokens x this
         self.memo = PrefixMemo(memo_ttl)  # Chutes' prefix key -> instance memory (prefix.py)
         self.controls = controls_for(spec)
         self.in_flight = 0
@@ -97,11 +98,12 @@ class ChuteRuntime:
 
     def _fit_instances(self) -> None:
         c = self.controls
+        tokens = int(c.cache_tokens * self.cache_scale)
         del self.instances[c.instances:]
         for inst in self.instances:
-            inst.cache.resize(c.cache_tokens)
+            inst.cache.resize(tokens)
         while len(self.instances) < c.instances:
-            self.instances.append(Instance(len(self.instances), c.cache_tokens, self.spec.block_tokens))
+            self.instances.append(Instance(len(self.instances), tokens, self.spec.block_tokens))
 
     def admit(self, now: float, hashes: Sequence[bytes] = (), prompt_tokens: int = 0, rng: random.Random | None = None,
               keys: Sequence[bytes] = ()) -> Admission:
@@ -176,7 +178,8 @@ class ChuteRuntime:
         return {"chute_id": self.spec.chute_id, "name": self.spec.name, **asdict(self.controls),
                 "in_flight": self.in_flight, "served": self.served, "received": self.received, "rejected_429": self.rejected_429,
                 "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens,
-                "instance_state": [{"in_flight": i.in_flight, "cached_tokens": i.cache.tokens} for i in self.instances]}
+                "instance_state": [{"in_flight": i.in_flight, "cached_tokens": i.cache.tokens,
+                                    "cache_capacity_tokens": i.cache.capacity_blocks * self.spec.block_tokens} for i in self.instances]}
 
 
 def iso_utc(epoch: float) -> str:
@@ -284,7 +287,7 @@ class Simulator:
     """The fleet: chute lookup by name or UUID, fault controls, the utilization board."""
 
     def __init__(self, fleet: FleetConfig, *, time_scale: float, refresh_seconds: float, filler_count: int, seed: int,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 cache_scale: float = 1.0, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self.fleet = fleet
         self.time_scale = time_scale
         self.alpha = fleet.alpha
@@ -294,7 +297,7 @@ class Simulator:
         self.initial_refresh_seconds = refresh_seconds
         now = clock()
         # the 600 s of Chutes' prefix memo are simulated time, like every latency
-        self.chutes = [ChuteRuntime(spec, now, PREFIX_TTL_SECONDS * time_scale) for spec in fleet.chutes]
+        self.chutes = [ChuteRuntime(spec, now, PREFIX_TTL_SECONDS * time_scale, cache_scale) for spec in fleet.chutes]
         self.by_key: dict[str, ChuteRuntime] = {}
         for c in self.chutes:
             self.by_key[c.spec.chute_id] = c
