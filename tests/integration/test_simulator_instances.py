@@ -8,12 +8,13 @@ a conversation back to the instance that holds its prefix).
 from __future__ import annotations
 
 import json
-from typing import Iterator
 
 import httpx
 import pytest
 
 from chutes_lb.simulator.launch import SimulatorProcess
+
+from sim_fleets import module_simulator
 
 pytestmark = pytest.mark.integration
 MULTI_ID = "99999999-9999-4999-8999-999999999999"
@@ -22,10 +23,7 @@ FLEET = [{"chute_id": MULTI_ID, "name": "sim/multi", "instances": 4, "concurrenc
 CONVERSATIONS, TURNS = 12, 5
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[SimulatorProcess]:
-    with SimulatorProcess(FLEET, time_scale=0.01, filler_entries=0, seed=7) as s:
-        yield s
+sim = module_simulator(FLEET, time_scale=0.01, filler_entries=0, seed=7)
 
 
 def _content(text: str, parts: bool):

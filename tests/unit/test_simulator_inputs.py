@@ -184,3 +184,16 @@ def test_capabilities_of_the_group_fleet():
     assert group["openai/gpt-oss-120b-TEE"].pricing == (0.04, 0.18) and group["moonshotai/Kimi-K2.5-TEE"].quantization == "int4"
     # the demo keeps tools on every chute: coding agents send tools through the proxy
     assert all(c.tools for c in load_fleet(ROOT / "simulator/fleet-demo.yaml", PROXY_CONFIG).chutes)
+
+
+def test_account_patch_validation():
+    from chutes_lb.simulator.faults import AccountControls, apply_account_patch
+
+    a = apply_account_patch(AccountControls(), {"rl_chute": 20, "rl_user": "inf", "quota_total": 5, "balance": 0, "error_kind": "spam"})
+    assert (a.rl_chute, a.rl_user, a.quota_total, a.balance, a.error_kind) == (20, "inf", 5, 0.0, "spam")
+    assert apply_account_patch(a, {"rl_chute": None}).rl_chute is None
+    for bad in ({"rl_chute": -1}, {"rl_user": "lots"}, {"quota_used": 1.5}, {"error_kind": "x"}, {"hang": True}, [1]):
+        with pytest.raises(PatchError):
+            apply_account_patch(a, bad)
+    with pytest.raises(PatchError):
+        apply_chute_patch(ChuteControls(1, 1), {"rl_chute": 3})  # an account field is not a chute field

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["ChuteControls", "AccountControls", "PatchError", "ERROR_KINDS", "apply_chute_patch", "apply_account_patch",
            "error_for", "validate_utilization_patch", "UTILIZATION_MODES"]
@@ -72,6 +72,11 @@ def _is_num(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+def _optional_count(name: str, value: Any) -> None:
+    if value is not None and (not _is_int(value) or value < 0):
+        raise PatchError(f"{name} must be an integer >= 0 or null")
+
+
 def _check(name: str, value: Any) -> Any:
     if name == "instances":
         if not _is_int(value) or value < 0:
@@ -104,17 +109,20 @@ def _check(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise PatchError("hang must be true or false")
     elif name == "cut_after_tokens":
-        if value is not None and (not _is_int(value) or value < 0):
-            raise PatchError("cut_after_tokens must be an integer >= 0 or null")
+        _optional_count(name, value)
     else:
         raise PatchError(f"unknown field {name!r}")
     return value
 
 
-def apply_chute_patch(controls: ChuteControls, body: Any) -> ChuteControls:
+def _patched(controls: Any, body: Any, check: Callable[[str, Any], Any]) -> Any:
     if not isinstance(body, dict):
         raise PatchError("body must be a JSON object")
-    return replace(controls, **{k: _check(k, v) for k, v in body.items()})
+    return replace(controls, **{k: check(k, v) for k, v in body.items()})
+
+
+def apply_chute_patch(controls: ChuteControls, body: Any) -> ChuteControls:
+    return _patched(controls, body, _check)
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,9 @@ class AccountControls:
 def _check_account(name: str, value: Any) -> Any:
     if name in ("error_rate", "error_status", "error_kind"):
         return _check(name, value)
-    if name in ("quota_total", "quota_used"):
+    if name == "rl_chute":
+        _optional_count(name, value)
+    elif name in ("quota_total", "quota_used"):
         if not _is_int(value) or value < 0:
             raise PatchError(f"{name} must be an integer >= 0")
     elif name == "balance":
@@ -151,18 +161,13 @@ def _check_account(name: str, value: Any) -> Any:
     elif name == "rl_user":
         if value != "inf" and (not _is_int(value) or value < 0):
             raise PatchError("rl_user must be an integer >= 0 or \"inf\"")
-    elif name == "rl_chute":
-        if value is not None and (not _is_int(value) or value < 0):
-            raise PatchError("rl_chute must be an integer >= 0 or null")
     else:
         raise PatchError(f"unknown field {name!r}")
     return value
 
 
 def apply_account_patch(controls: AccountControls, body: Any) -> AccountControls:
-    if not isinstance(body, dict):
-        raise PatchError("body must be a JSON object")
-    return replace(controls, **{k: _check_account(k, v) for k, v in body.items()})
+    return _patched(controls, body, _check_account)
 
 
 def error_for(kind: str | None, status: int, chute_id: str) -> tuple[int, str]:
