@@ -9,6 +9,7 @@ body), checking types where vLLM's request model would. The canonical prompt byt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -49,8 +50,9 @@ class Parsed:
     messages: list[dict[str, Any]] = field(default_factory=list)
     prefix_text: str | None = None  # what Chutes hashes for instance choice: string contents joined, else None
 
-    @property
+    @cached_property
     def prefix_keys(self) -> list[bytes]:
+        """Chutes' prefix keys (``prefix.prefix_keys``), computed once even when a list tries several chutes."""
         return prefix_keys(self.prefix_text)
 
     @property
