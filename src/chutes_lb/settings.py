@@ -214,6 +214,7 @@ class Settings:
     sim_filler_entries: int = _var("SIM_FILLER_ENTRIES", _nonneg_int, "500", "Extra utilization entries for chutes outside the fleet (realistic response size)")
     sim_seed: int = _var("SIM_SEED", _nonneg_int, "0", "Random seed of the simulator (0 = from the OS)")
     sim_time_scale: float = _var("SIM_TIME_SCALE", _pos_float, "1", "Multiplies every simulated latency (0.01 = 100x faster)")
+    sim_cache_scale: float = _var("SIM_CACHE_SCALE", _pos_float, "1", "Multiplies every simulated KV-cache capacity: set it to the factor a benchmark shortens think times by, so as much traffic passes through a cache between two turns of a session")
     sim_admin_token: Secret = _var("SIM_ADMIN_TOKEN", _secret, "", "If set, the simulator's /admin routes require 'Authorization: Bearer <token>'")
 
     # ------------------------------------------------------------ building

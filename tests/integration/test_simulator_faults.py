@@ -18,7 +18,7 @@ from sim_fleets import FAST_ID, FLEET, TIME_SCALE
 pytestmark = pytest.mark.integration
 MSG = [{"role": "user", "content": "x"}]
 STATE_FIELDS = {"chute_id", "name", "instances", "concurrency", "in_flight", "speed", "ttft_scale", "error_rate", "error_status",
-                "hang", "cut_after_tokens", "reset_rate", "served", "received", "rejected_429", "reject_share", "prefill_rate", "cache_tokens",
+                "error_kind", "hang", "cut_after_tokens", "reset_rate", "served", "received", "rejected_429", "reject_share", "prefill_rate", "cache_tokens",
                 "context_length", "prompt_tokens", "cached_tokens", "instance_state"}
 
 
@@ -42,7 +42,7 @@ def client(sim) -> Iterator[openai.OpenAI]:
 
 def test_state_contract(sim):
     st = sim.state()
-    assert set(st) == {"chutes", "utilization"}
+    assert set(st) == {"chutes", "utilization", "aliases", "account"}
     assert [c["name"] for c in st["chutes"]] == ["sim/fast", "sim/slow", "sim/cold"]
     assert all(set(c) == STATE_FIELDS for c in st["chutes"])
     assert {"mode", "refresh_seconds", "version", "refreshed_at"} <= set(st["utilization"])

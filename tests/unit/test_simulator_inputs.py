@@ -158,7 +158,9 @@ def test_explicit_fleets_ignore_the_proxy_config(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("prefill_rate", 0), ("prefill_rate", "fast"), ("cache_tokens", -1), ("cache_block_tokens", 0),
-                                         ("context_length", 0), ("reject_share", 1.5), ("reject_share", True)])
+                                         ("context_length", 0), ("reject_share", 1.5), ("reject_share", True),
+                                         ("supported_features", ["tools", "telepathy"]), ("supported_features", "tools"),
+                                         ("pricing", {"prompt": -1}), ("pricing", {"input": 1}), ("confidential_compute", "yes")])
 def test_new_fleet_fields_are_validated(field, value):
     with pytest.raises(FleetError):
         fleet_from_mapping({"chutes": [{"chute_id": A_ID, "name": "a", field: value}]})
@@ -172,3 +174,26 @@ def test_new_admin_fields_are_validated():
                 {"context_length": 0}):
         with pytest.raises(PatchError):
             apply_chute_patch(c, bad)
+
+
+def test_capabilities_of_the_group_fleet():
+    group = {c.name: c for c in load_fleet(ROOT / "simulator/fleet-groups.yaml").chutes}
+    assert sorted({c.context_length for c in group.values()}) == [131072, 163840, 262144]
+    assert [n for n, c in group.items() if not c.tools] == ["deepseek-ai/DeepSeek-V3"]
+    assert group["moonshotai/Kimi-K2.5-TEE"].tee and not group["deepseek-ai/DeepSeek-V3"].tee
+    assert group["openai/gpt-oss-120b-TEE"].pricing == (0.04, 0.18) and group["moonshotai/Kimi-K2.5-TEE"].quantization == "int4"
+    # the demo keeps tools on every chute: coding agents send tools through the proxy
+    assert all(c.tools for c in load_fleet(ROOT / "simulator/fleet-demo.yaml", PROXY_CONFIG).chutes)
+
+
+def test_account_patch_validation():
+    from chutes_lb.simulator.faults import AccountControls, apply_account_patch
+
+    a = apply_account_patch(AccountControls(), {"rl_chute": 20, "rl_user": "inf", "quota_total": 5, "balance": 0, "error_kind": "spam"})
+    assert (a.rl_chute, a.rl_user, a.quota_total, a.balance, a.error_kind) == (20, "inf", 5, 0.0, "spam")
+    assert apply_account_patch(a, {"rl_chute": None}).rl_chute is None
+    for bad in ({"rl_chute": -1}, {"rl_user": "lots"}, {"quota_used": 1.5}, {"error_kind": "x"}, {"hang": True}, [1]):
+        with pytest.raises(PatchError):
+            apply_account_patch(a, bad)
+    with pytest.raises(PatchError):
+        apply_chute_patch(ChuteControls(1, 1), {"rl_chute": 3})  # an account field is not a chute field

@@ -1,12 +1,16 @@
 """Prefix identity, LRU eviction by tokens, instance choice and the TTFT formula (pure, no sleeping)."""
+import hashlib
 import random
 import time
+
+import orjson
 
 import pytest
 
 from chutes_lb.simulator.fleet_config import ChuteSpec
 from chutes_lb.simulator.model import first_token_delay
-from chutes_lb.simulator.prefix import Instance, PrefixCache, block_hashes, cacheable_blocks, choose_instance
+from chutes_lb.simulator.openai_request import parse_request
+from chutes_lb.simulator.prefix import Instance, PrefixCache, PrefixMemo, block_hashes, cacheable_blocks, choose_instance, prefix_keys
 from chutes_lb.simulator.prompt import chat_prompt, completion_prompt, tokens_of
 from chutes_lb.simulator.service import ChuteRuntime
 
@@ -97,43 +101,73 @@ def _insts(n, conc=4):
     return [Instance(i, 1000, 4) for i in range(n)]
 
 
-def test_choice_is_least_connections_then_longest_prefix():
+def test_prefix_keys_are_chutes_md5_of_character_prefixes():
+    text = "é" + "x" * 5000  # characters, not bytes: "é" is one character of two bytes
+    assert prefix_keys(text) == [hashlib.md5(text[:n].encode()).digest() for n in (4096, 2048, 1024)]
+    assert prefix_keys("y" * 1024) == [] and prefix_keys(None) == [] and len(prefix_keys("y" * 1025)) == 1
+
+
+def test_keys_only_when_every_content_is_a_plain_string():
+    strings = [{"role": "system", "content": "s" * 800}, {"role": "user", "content": "u" * 800}]
+    parts = [strings[0], {"role": "user", "content": [{"type": "text", "text": "u" * 800}]}]
+    p = parse_request(orjson.dumps({"model": "m", "messages": strings}), True)
+    assert p.prefix_text == "s" * 800 + "u" * 800 and len(p.prefix_keys) == 1
+    q = parse_request(orjson.dumps({"model": "m", "messages": parts}), True)
+    assert q.prefix_text is None and q.prefix_keys == [] and q.prompt == p.prompt  # same KV-cache blocks, no routing key
+    legacy = parse_request(orjson.dumps({"model": "m", "prompt": "z" * 3000}), False)
+    assert len(legacy.prefix_keys) == 2
+    assert parse_request(orjson.dumps({"model": "m", "prompt": [1, 2, 3]}), False).prefix_keys == []
+
+
+def test_choice_is_fewest_connections_then_the_remembered_instance():
     rng = random.Random(3)
-    insts = _insts(3)
-    h = block_hashes(b"q" * 16 * 5, 4)
+    insts, memo = _insts(3), PrefixMemo()
+    keys = prefix_keys("k" * 3000)
     insts[0].in_flight, insts[1].in_flight, insts[2].in_flight = 2, 0, 1
-    got, cached = choose_instance(insts, 4, h, 5, rng)
-    assert got is insts[1] and cached == 0  # nobody holds the prefix: fewest connections
-    insts[2].cache.insert(h[:3])
-    got, cached = choose_instance(insts, 4, h, 5, rng)
-    assert got is insts[2] and cached == 3  # the longest prefix wins among instances with a slot
-    insts[0].cache.insert(h)
-    got, cached = choose_instance(insts, 4, h, 4, rng)
-    assert got is insts[0] and cached == 4  # limit caps what counts
-    insts[0].in_flight = 4  # full: its prefix does not matter
-    assert choose_instance(insts, 4, h, 5, rng)[0] is insts[2]
+    assert choose_instance(insts, 4, keys, memo, 0.0, rng) is insts[1]  # nothing remembered: fewest connections
+    insts[1].in_flight = 3  # now the most loaded, but within 2 of the minimum (1)
+    picks = []
+    for _ in range(400):
+        fresh = PrefixMemo()
+        fresh.remember(keys[0], 1, 0.0)
+        picks.append(choose_instance(insts, 4, keys, fresh, 1.0, rng).index)
+    assert 0.90 < picks.count(1) / 400 < 0.99  # preferred 95% of the time
+    # the memo keeps what was chosen last: a 5% miss moves the key to the other instance
+    assert memo.lookup(keys, 1.0) == 1 and choose_instance(insts, 4, keys, memo, 1.0, random.Random(7)).index in (1, 2)
+    insts[1].in_flight = 4  # full: never
+    assert choose_instance(insts, 8, keys, PrefixMemo(), 0.0, rng) is insts[2]
+    memo2 = PrefixMemo()
+    memo2.remember(keys[0], 1, 0.0)
+    assert choose_instance(insts, 4, keys, memo2, 1.0, rng) is insts[2]
+    insts[1].in_flight, insts[2].in_flight = 4, 1
+    memo3 = PrefixMemo()
+    memo3.remember(keys[0], 1, 0.0)
+    assert all(choose_instance(insts, 8, keys, memo3, 1.0, rng) is insts[2] for _ in range(50))  # 3 more than the minimum
     for i in insts:
         i.in_flight = 4
-    assert choose_instance(insts, 4, h, 5, rng) == (None, 0)
+    assert choose_instance(insts, 4, keys, memo, 1.0, rng) is None
 
 
-def test_choice_tries_only_the_five_least_connected():
+def test_the_memo_keeps_only_the_largest_key_for_its_ttl():
     rng = random.Random(1)
-    insts = _insts(8)
-    h = block_hashes(b"w" * 16 * 3, 4)
-    for i, inst in enumerate(insts):
-        inst.in_flight = 3 if i == 7 else 1 if i < 5 else 2
-    insts[7].cache.insert(h)  # holds the prefix but is not among the 5 least loaded
-    got, cached = choose_instance(insts, 4, h, 3, rng)
-    assert got in insts[:5] and cached == 0
-    insts[7].in_flight = 0
-    assert choose_instance(insts, 4, h, 3, rng) == (insts[7], 3)
+    insts, memo = _insts(4), PrefixMemo(ttl=600.0)
+    turn1 = "c" * 5000
+    got = choose_instance(insts, 4, prefix_keys(turn1), memo, 0.0, rng)
+    assert len(memo) == 1  # only the largest key (4,096 characters)
+    # the next turn extends the text: its 4,096-character key is the one remembered
+    turn2 = turn1 + "d" * 5000
+    assert all(choose_instance(insts, 4, prefix_keys(turn2), memo, 10.0, random.Random(i)) is got for i in range(5))
+    assert len(memo) == 2  # the 8,192-character key of turn 2 joined
+    # a text sharing only its first 2,048 characters: that key was never stored, so no preference
+    other = turn1[:3000] + "e" * 3000
+    assert memo.lookup(prefix_keys(other), 20.0) is None
+    assert memo.lookup(prefix_keys(turn1), 599.0) == got.index and memo.lookup(prefix_keys(turn1), 601.0) is None
 
 
 def test_ties_rotate_with_the_rng_and_spread_idle_load():
     rng = random.Random(5)
     insts = _insts(4)
-    picks = {choose_instance(insts, 4, [], 0, rng)[0].index for _ in range(200)}
+    picks = {choose_instance(insts, 4, [], PrefixMemo(), 0.0, rng).index for _ in range(200)}
     assert picks == {0, 1, 2, 3}
 
 
@@ -154,23 +188,31 @@ def test_prefill_queue_is_fifo_per_instance():
     assert inst.reserve_prefill(20.0, 1.0) == 0.0  # drained
 
 
-def test_chute_runtime_routes_on_prefix_and_rejects_a_share():
+def test_chute_runtime_routes_on_prefix_keys_and_rejects_a_share():
     spec = ChuteSpec("00000000-0000-4000-8000-000000000009", "m", instances=3, concurrency=2, block_tokens=4, cache_tokens=400)
     c = ChuteRuntime(spec, 0.0)
     rng = random.Random(2)
     h = block_hashes(b"p" * 16 * 10, 4)
-    first = c.admit(0.0, h, 41, rng)
+    keys = prefix_keys("p" * 2000)
+    first = c.admit(0.0, h, 41, rng, keys)
     first.instance.cache.insert(h)
     c.release(1.0, True, first.instance)
-    again = c.admit(1.0, h, 41, rng)
+    again = c.admit(1.0, h, 41, random.Random(0), keys)  # the key memo finds the instance (rng 0: within the 95%)
     assert again.instance is first.instance and again.cached_blocks == 10
     assert (c.prompt_tokens, c.cached_tokens) == (82, 40)
     c.release(2.0, True, again.instance)
+    # without keys (list contents) the choice ignores where the cache is: fewest connections, random ties
+    homes = set()
+    for i in range(30):
+        adm = c.admit(2.0, h, 41, random.Random(i))
+        homes.add(adm.instance.index)
+        c.release(2.0, False, adm.instance)
+    assert homes == {0, 1, 2}
     c.set_controls(c.controls.__class__(3, 2, reject_share=0.25), 2.0)
     statuses = [c.admit(3.0).status for _ in range(8)]
     assert statuses.count(429) == 2 and statuses[3] == 429 and statuses[7] == 429  # exactly a quarter, no rng
     w = c.ring.window(4.0, 300)
-    assert w.rate_limited == 2 and w.requests == 10
+    assert w.rate_limited == 2 and w.requests > 10
 
 
 def test_hashing_a_400kb_prompt_is_cheap():
@@ -199,3 +241,11 @@ def test_shrinking_instances_keeps_in_flight_requests_counted():
     assert c.admit(3.0, rng=rng).status == 0
     c.set_controls(c.controls.__class__(3, 1), 4.0)
     assert [i.index for i in c.instances] == [0, 1, 2] and c.instances[1].in_flight == 0
+
+
+def test_cache_scale_multiplies_every_instance_cache():
+    spec = ChuteSpec("00000000-0000-4000-8000-00000000000b", "m", instances=2, block_tokens=64, cache_tokens=500_000)
+    c = ChuteRuntime(spec, 0.0, cache_scale=0.1)
+    assert [i.cache.capacity_blocks * 64 for i in c.instances] == [49_984, 49_984]  # 50,000 rounded down to blocks
+    c.set_controls(c.controls.__class__(3, 8, cache_tokens=1_000_000), 1.0)
+    assert [i.cache.capacity_blocks for i in c.instances] == [1562] * 3

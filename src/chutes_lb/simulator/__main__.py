@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency
         pass
     sim = Simulator(fleet, time_scale=settings.sim_time_scale, refresh_seconds=settings.utilization_refresh_seconds,
-                    filler_count=settings.sim_filler_entries, seed=settings.sim_seed)
+                    filler_count=settings.sim_filler_entries, seed=settings.sim_seed, cache_scale=settings.sim_cache_scale)
     app = make_app(sim, settings.sim_admin_token.get())
-    log.info("Chutes SIMULATOR (not the real Chutes) serving %d chutes from %s on %s:%d (time scale %g, utilization refresh %gs)",
-             len(fleet.chutes), fleet.source, settings.sim_host, settings.sim_port, settings.sim_time_scale,
-             settings.utilization_refresh_seconds)
+    log.info("Chutes SIMULATOR (not the real Chutes) serving %d chutes from %s on %s:%d (time scale %g, cache scale %g, "
+             "utilization refresh %gs)", len(fleet.chutes), fleet.source, settings.sim_host, settings.sim_port,
+             settings.sim_time_scale, settings.sim_cache_scale, settings.utilization_refresh_seconds)
     web.run_app(app, host=settings.sim_host, port=settings.sim_port, access_log=None, print=None,
                 handler_cancellation=True, shutdown_timeout=2.0)
     return 0

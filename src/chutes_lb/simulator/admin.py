@@ -2,14 +2,19 @@
 
 Contract (other components code against it):
 
-* ``GET  /admin/state`` -> ``{"chutes": [...], "utilization": {"mode", "refresh_seconds", "version", "refreshed_at", ...}}``
+* ``GET  /admin/state`` -> ``{"chutes": [...], "utilization": {"mode", "refresh_seconds", "version", "refreshed_at", ...},
+  "aliases": {alias: [chute_id, ...]}, "account": {...}}`` (aliases are set on Chutes' own route, ``POST /model_aliases/``)
 * ``POST /admin/chutes/{id_or_name}`` body: any subset of instances, concurrency, speed,
   ttft_scale, error_rate, error_status, hang, cut_after_tokens, reset_rate, reject_share
   (rate-limit mode: that share of requests gets 429 at any load), prefill_rate,
-  cache_tokens (per instance; 0 empties the caches), context_length -> the chute's state
+  cache_tokens (per instance; 0 empties the caches), context_length, error_kind (one of Chutes'
+  error classes, ``faults.ERROR_KINDS``, answered for ``error_rate`` of the requests) -> the chute's state
+* ``POST /admin/account`` body: any subset of error_rate, error_status, error_kind (the same
+  injected errors for every request of the account, before any chute is tried), quota_total,
+  quota_used, balance, rl_user, rl_chute -> the account's state
 * ``POST /admin/utilization`` body: mode, status, delay_seconds, size_bytes, refresh_seconds
 * ``POST /admin/utilization/refresh`` -> ``{"version": N}``
-* ``POST /admin/reset`` -> back to the fleet config, no faults, empty prefix caches
+* ``POST /admin/reset`` -> back to the fleet config, no faults, empty prefix caches, no aliases, a fresh account
 
 When ``SIM_ADMIN_TOKEN`` is set every route needs ``Authorization: Bearer <token>``.
 Invalid bodies answer 400 ``{"error": {...}}``; an unknown chute 404.
@@ -23,7 +28,7 @@ from typing import Any, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from chutes_lb.simulator.faults import PatchError, apply_chute_patch, validate_utilization_patch
+from chutes_lb.simulator.faults import PatchError, apply_account_patch, apply_chute_patch, validate_utilization_patch
 from chutes_lb.simulator.openai_format import error_body
 from chutes_lb.simulator.service import Simulator
 
@@ -71,6 +76,18 @@ async def set_chute(request: web.Request) -> web.Response:
     return _json(chute.state())
 
 
+async def set_account(request: web.Request) -> web.Response:
+    sim = request.app[ADMIN_SIM_KEY]
+    try:
+        body = await _body(request)
+        controls = apply_account_patch(sim.account.controls, body)
+    except PatchError as exc:
+        return _error(400, str(exc))
+    sim.account.configure(controls, list(body))
+    log.info("admin: account now %s", controls)
+    return _json(sim.account.state())
+
+
 async def set_utilization(request: web.Request) -> web.Response:
     sim = request.app[ADMIN_SIM_KEY]
     try:
@@ -111,6 +128,7 @@ def make_admin_app(sim: Simulator, token: str = "") -> web.Application:
     app[ADMIN_SIM_KEY] = sim
     app.router.add_get("/state", state)
     app.router.add_post("/chutes/{key:.+}", set_chute)
+    app.router.add_post("/account", set_account)
     app.router.add_post("/utilization", set_utilization)
     app.router.add_post("/utilization/refresh", refresh)
     app.router.add_post("/reset", reset)

@@ -15,6 +15,10 @@ Fleet file::
       cache_block_tokens: 64     # prefix-cache block (hash granularity), tokens
       context_length: 131072     # prompt + max_tokens beyond it: vLLM's 400
       reject_share: 0.0          # share of requests answered 429 at any load
+      supported_features: [json_mode, tools, structured_outputs, reasoning]   # without tools: vLLM's 400 for tools
+      pricing: {prompt: 0.25, completion: 1.0}  # USD per million tokens (cache reads at half the prompt price)
+      quantization: fp8
+      confidential_compute: false   # default: true for a name ending in -TEE
     chutes:
       - chute_id: 2ff25e81-4586-5ec8-b892-3a6f342693d7
         name: moonshotai/Kimi-K2.5-TEE
@@ -57,6 +61,9 @@ DEFAULT_PREFILL_RATE = 10000.0  # tokens/s: order of 8xH200 DeepSeek-V3.2 figure
 DEFAULT_CACHE_TOKENS = 500_000  # per instance: past the knee of the study's hit-ratio sweep
 DEFAULT_BLOCK_TOKENS = 64  # DeepSeek-V3.2's cached-token counts on Chutes are multiples of 64
 DEFAULT_CONTEXT = 131072
+FEATURES = ("json_mode", "tools", "structured_outputs", "reasoning")  # the values /v1/models shows on Chutes
+DEFAULT_FEATURES = FEATURES
+DEFAULT_PRICING = (0.25, 1.0)  # USD per million prompt / completion tokens
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,18 @@ class ChuteSpec:
     block_tokens: int = DEFAULT_BLOCK_TOKENS
     context_length: int = DEFAULT_CONTEXT
     reject_share: float = 0.0
+    supported_features: tuple[str, ...] = DEFAULT_FEATURES
+    pricing: tuple[float, float] = DEFAULT_PRICING
+    quantization: str = "fp8"
+    confidential_compute: bool | None = None  # None: true for a name ending in -TEE
+
+    @property
+    def tools(self) -> bool:
+        return "tools" in self.supported_features
+
+    @property
+    def tee(self) -> bool:
+        return self.name.endswith("-TEE") if self.confidential_compute is None else self.confidential_compute
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,22 @@ def _num(raw: Any, where: str, lo: float, hi: float = math.inf, lo_open: bool = 
     return float(raw)
 
 
+def _features(raw: Any, where: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    if raw is None:
+        return default
+    if not isinstance(raw, list) or any(f not in FEATURES for f in raw):
+        raise FleetError(f"{where}: must be a list of " + ", ".join(FEATURES))
+    return tuple(dict.fromkeys(raw))
+
+
+def _pricing(raw: Any, where: str, default: tuple[float, float]) -> tuple[float, float]:
+    if raw is None:
+        return default
+    if not isinstance(raw, dict) or set(raw) - {"prompt", "completion"}:
+        raise FleetError(f"{where}: must be a mapping with prompt and completion (USD per million tokens)")
+    return (_num(raw.get("prompt", default[0]), f"{where}.prompt", 0), _num(raw.get("completion", default[1]), f"{where}.completion", 0))
+
+
 def _chute(raw: Any, where: str, base: ChuteSpec) -> ChuteSpec:
     if not isinstance(raw, dict):
         raise FleetError(f"{where}: must be a mapping")
@@ -140,7 +175,17 @@ def _chute(raw: Any, where: str, base: ChuteSpec) -> ChuteSpec:
         block_tokens=_int(raw.get("cache_block_tokens", base.block_tokens), f"{where}.cache_block_tokens", 1),
         context_length=_int(raw.get("context_length", base.context_length), f"{where}.context_length", 1),
         reject_share=_num(raw.get("reject_share", base.reject_share), f"{where}.reject_share", 0, 1),
+        supported_features=_features(raw.get("supported_features"), f"{where}.supported_features", base.supported_features),
+        pricing=_pricing(raw.get("pricing"), f"{where}.pricing", base.pricing),
+        quantization=str(raw.get("quantization", base.quantization)),
+        confidential_compute=_tee(raw.get("confidential_compute", base.confidential_compute), f"{where}.confidential_compute"),
     )
+
+
+def _tee(raw: Any, where: str) -> bool | None:
+    if raw is not None and not isinstance(raw, bool):
+        raise FleetError(f"{where}: must be true or false")
+    return raw
 
 
 def _overridden(data: dict[str, Any], base: ChuteSpec, source: str, config_path: str | Path | None) -> tuple[tuple[ChuteSpec, ...], tuple[str, ...]]:

@@ -36,7 +36,8 @@ class SimulatorProcess:
     def __init__(self, fleet: Sequence[Mapping[str, Any]] | Mapping[str, Any] | str | os.PathLike[str] | None = None, *,
                  time_scale: float = 0.01, refresh_seconds: float = 60.0, filler_entries: int = 0, seed: int = 1,
                  admin_token: str = "", port: int | None = None, env: Mapping[str, str] | None = None,
-                 prefix: Sequence[str] = (), start_timeout: float = 20.0, litellm_config: str | os.PathLike[str] | None = None) -> None:
+                 prefix: Sequence[str] = (), start_timeout: float = 20.0, litellm_config: str | os.PathLike[str] | None = None,
+                 cache_scale: float = 1.0) -> None:
         self.port = port or free_port()
         self.admin_token = admin_token
         self.start_timeout = start_timeout
@@ -53,7 +54,7 @@ class SimulatorProcess:
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("SIM_")}
         child_env.update({
             "SIM_HOST": "127.0.0.1", "SIM_PORT": str(self.port), "SIM_FLEET_PATH": fleet_path,
-            "SIM_TIME_SCALE": repr(time_scale), "UTILIZATION_REFRESH_SECONDS": repr(refresh_seconds),
+            "SIM_TIME_SCALE": repr(time_scale), "SIM_CACHE_SCALE": repr(cache_scale), "UTILIZATION_REFRESH_SECONDS": repr(refresh_seconds),
             "SIM_FILLER_ENTRIES": str(filler_entries), "SIM_SEED": str(seed), "SIM_ADMIN_TOKEN": admin_token,
             "LOG_LEVEL": child_env.get("LOG_LEVEL", "info"),
         })
@@ -114,6 +115,10 @@ class SimulatorProcess:
 
     def set_chute(self, key: str, **fields: Any) -> dict[str, Any]:
         return self.admin("POST", "/admin/chutes/" + key, fields)
+
+    def set_account(self, **fields: Any) -> dict[str, Any]:
+        """``POST /admin/account``: injected errors for every chute, quota, rate-limit headers."""
+        return self.admin("POST", "/admin/account", fields)
 
     def chute_record(self, key: str) -> dict[str, Any]:
         """``GET /chutes/{key}`` (the real API's chute record); AdminError on 404."""

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from chutes_lb.simulator.openai_request import BadRequest, Parsed, context_error_body, error_body, parse_request
+from chutes_lb.simulator.openai_request import NO_TOOLS_BODY, BadRequest, Parsed, context_error_body, error_body, parse_request
 
 if TYPE_CHECKING:
     from chutes_lb.simulator.replies import ChoiceOut
 
-__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "text_for", "tokens_for",
+__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "NO_TOOLS_BODY", "text_for", "tokens_for",
            "completion_body", "chunk", "delta_choice", "tool_call_deltas", "usage", "logprob_entries"]
 
 _WORDS = ("The quick brown fox jumps over the lazy dog while the simulator streams plausible "

@@ -9,13 +9,15 @@ body), checking types where vLLM's request model would. The canonical prompt byt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
 
+from chutes_lb.simulator.prefix import prefix_keys
 from chutes_lb.simulator.prompt import chat_prompt, completion_prompt, tokens_of
 
-__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "MAX_LOGPROBS"]
+__all__ = ["BadRequest", "Parsed", "parse_request", "error_body", "context_error_body", "NO_TOOLS_BODY", "MAX_LOGPROBS"]
 
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
@@ -46,6 +48,12 @@ class Parsed:
     tools: list[Any] | None = None
     tool_choice: Any = None
     messages: list[dict[str, Any]] = field(default_factory=list)
+    prefix_text: str | None = None  # what Chutes hashes for instance choice: string contents joined, else None
+
+    @cached_property
+    def prefix_keys(self) -> list[bytes]:
+        """Chutes' prefix keys (``prefix.prefix_keys``), computed once even when a list tries several chutes."""
+        return prefix_keys(self.prefix_text)
 
     @property
     def prompt_tokens(self) -> int:
@@ -146,7 +154,8 @@ def parse_request(raw: bytes, chat: bool) -> Parsed:
             prompt = completion_prompt(body["prompt"])
         except ValueError as exc:
             raise BadRequest(str(exc), "prompt") from None
-        return Parsed(model, stream, n, max_tokens, prompt, False, **common)
+        text = body["prompt"] if isinstance(body["prompt"], str) else None
+        return Parsed(model, stream, n, max_tokens, prompt, False, prefix_text=text, **common)
     messages = body.get("messages")
     if messages is None:
         raise BadRequest("Missing required parameter: 'messages'.", "messages")
@@ -158,7 +167,16 @@ def parse_request(raw: bytes, chat: bool) -> Parsed:
     tools, choice = _tools(body)
     functions = body.get("functions")
     prompt = chat_prompt(messages, tools, functions if isinstance(functions, list) else None)
-    return Parsed(model, stream, n, max_tokens, prompt, True, tools=tools, tool_choice=choice, messages=messages, **common)
+    # Chutes' prefix routing reads the contents only when every one is a plain string
+    text = "".join(m["content"] for m in messages) if all(isinstance(m.get("content"), str) for m in messages) else None
+    return Parsed(model, stream, n, max_tokens, prompt, True, tools=tools, tool_choice=choice, messages=messages,
+                  prefix_text=text, **common)
+
+
+#: vLLM's 400 for ``tools`` on a server started without a tool-call parser (Chutes adds
+#: ``tool_choice: "auto"`` when tools come without one, so this is what a tool-less chute answers).
+NO_TOOLS_BODY = orjson.dumps({"object": "error", "message": '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set',
+                              "type": "BadRequestError", "param": None, "code": 400})
 
 
 def context_error_body(limit: int, prompt_tokens: int, max_tokens: int | None) -> bytes:

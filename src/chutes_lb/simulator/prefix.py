@@ -16,13 +16,25 @@ there; at most ``(prompt_tokens - 1) // block_tokens`` blocks count, because the
 always computed (vLLM recomputes it; the published Chutes samples show ``ct < it`` even on a
 full hit, e.g. 26,176 of 26,188).
 
-Instance choice (Chutes' gateway, see shared/reference/chutes-api.md): it orders the
-instances by open connections (fewest first, ties in a random rotation) and tries up to
-:data:`MAX_TRIES`; among those with a free slot it takes the one holding the longest cached
-prefix (ties: fewer connections, then the order). Since the order is by connections, "none of
-the first five has a slot" means no instance has one: a chute answers 429 exactly when it is
-full, and the prefix preference is bounded to the least-loaded instances (load-aware,
-cache-first, as in the study's simulation).
+Instance choice is Chutes' own (``api/invocation/util.py`` and the instance manager, see
+shared/reference/chutes-api.md, "Inside a chute"), and it does **not** look into the caches:
+
+* the prefix keys of a request (:func:`prefix_keys`) are md5 digests of its *character* prefix at
+  power-of-two lengths from 1,024 characters (1,024, 2,048, ... while the text is longer), over
+  the concatenated message contents, computed **only when every message's content is a plain
+  string** (a list of parts, the shape many SDKs and agents send, gives no keys), or over a
+  legacy string prompt;
+* the chute remembers only the **largest** key of each request, with the instance it went to,
+  for 600 s (:class:`PrefixMemo`; Chutes keeps it in memcache);
+* the instance with the fewest connections is the default (ties in a random rotation); the
+  remembered instance of the longest known key is taken instead 95% of the time when it has a
+  free slot and at most 2 connections more than that minimum;
+* the least-connected instance is full exactly when every instance is: then the chute is full
+  (Chutes tries up to 5 instances, by connections, before its 429).
+
+So the KV cache an instance holds (the block LRU above) is found again only through the key
+memo, or by chance: a conversation sent with list contents lands on any instance, as in the
+published Chutes trace where a 10-turn session touched 5 instances.
 """
 from __future__ import annotations
 
@@ -32,10 +44,15 @@ from collections import OrderedDict
 from operator import attrgetter
 from typing import Sequence
 
-__all__ = ["MAX_TRIES", "BYTES_PER_TOKEN", "block_hashes", "PrefixCache", "Instance", "choose_instance", "cacheable_blocks"]
+__all__ = ["BYTES_PER_TOKEN", "PREFIX_MIN_CHARS", "PREFIX_TTL_SECONDS", "block_hashes", "prefix_keys", "PrefixCache",
+           "PrefixMemo", "Instance", "choose_instance", "cacheable_blocks"]
 
-MAX_TRIES = 5
 BYTES_PER_TOKEN = 4
+PREFIX_MIN_CHARS = 1024
+PREFIX_TTL_SECONDS = 600.0
+PREFER_CACHED = 0.95  # share of requests sent to the remembered instance when it qualifies
+CONNECTION_SLACK = 2  # the remembered instance may have this many connections more than the least loaded
+MEMO_ENTRIES = 100_000  # bound of a chute's key memo (oldest dropped first)
 _DIGEST = 16
 _LOAD = attrgetter("in_flight")
 
@@ -133,29 +150,75 @@ class Instance:
         return f"Instance({self.index}, in_flight={self.in_flight}, cached_tokens={self.cache.tokens})"
 
 
-def choose_instance(instances: Sequence[Instance], concurrency: int, hashes: Sequence[bytes], limit: int,
-                    rng: random.Random, max_tries: int = MAX_TRIES) -> tuple[Instance | None, int]:
-    """(instance, cached blocks) for a request, or ``(None, 0)``: 429. See the module docstring.
+def prefix_keys(text: str | None) -> list[bytes]:
+    """md5 digests of ``text[:1024]``, ``text[:2048]``, ... (while ``text`` is longer), largest first."""
+    if text is None or len(text) <= PREFIX_MIN_CHARS:
+        return []
+    h = hashlib.md5()
+    out = []
+    done, size = 0, PREFIX_MIN_CHARS
+    while len(text) > size:
+        h.update(text[done:size].encode())
+        out.append(h.copy().digest())
+        done, size = size, size * 2
+    out.reverse()
+    return out
 
-    ``limit`` caps the cached blocks that count (:func:`cacheable_blocks`).
-    """
+
+class PrefixMemo:
+    """A chute's memory of prefix key -> instance index, each entry for ``ttl`` seconds."""
+
+    __slots__ = ("ttl", "_entries")
+
+    def __init__(self, ttl: float = PREFIX_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._entries: dict[bytes, tuple[int, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, keys: Sequence[bytes], now: float) -> int | None:
+        """The instance remembered for the longest of ``keys`` (largest first) still alive."""
+        entries = self._entries
+        for k in keys:
+            hit = entries.get(k)
+            if hit is not None:
+                if hit[1] > now:
+                    return hit[0]
+                del entries[k]
+        return None
+
+    def remember(self, key: bytes, index: int, now: float) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = (index, now + self.ttl)
+        if len(entries) > MEMO_ENTRIES:
+            del entries[next(iter(entries))]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def choose_instance(instances: Sequence[Instance], concurrency: int, keys: Sequence[bytes], memo: PrefixMemo, now: float,
+                    rng: random.Random) -> Instance | None:
+    """The instance for a request, or None when every instance is full (429). See the module docstring."""
     n = len(instances)
     if not n:
-        return None, 0
-    start = rng.randrange(n) if n > 1 else 0
-    order = list(instances[start:]) + list(instances[:start]) if start else list(instances)
-    if not limit:  # nothing cacheable: plain least connections (min is stable: first in the rotation)
-        least = min(order, key=_LOAD)
-        return (least, 0) if least.in_flight < concurrency else (None, 0)
-    tried = order if n <= max_tries else sorted(order, key=_LOAD)[:max_tries]
-    best: Instance | None = None
-    best_key: tuple[int, int, int] = (-1, 0, 0)
-    for pos, inst in enumerate(tried):
-        if inst.in_flight >= concurrency:
-            continue
-        key = (inst.cache.match(hashes, limit), -inst.in_flight, -pos)
-        if key > best_key:
-            best, best_key = inst, key
-    if best is None:
-        return None, 0
-    return best, best_key[0]
+        return None
+    if n == 1:
+        least = instances[0]
+    else:
+        start = rng.randrange(n)
+        least = min(instances[start:] + instances[:start] if start else instances, key=_LOAD)  # first minimum: rotation
+    if least.in_flight >= concurrency:
+        return None
+    chosen = least
+    if keys:
+        idx = memo.lookup(keys, now)
+        if idx is not None and idx < n and idx != least.index:
+            cached = instances[idx]
+            if (cached.in_flight < concurrency and cached.in_flight <= least.in_flight + CONNECTION_SLACK
+                    and rng.random() < PREFER_CACHED):
+                chosen = cached
+        memo.remember(keys[0], chosen.index, now)
+    return chosen
