@@ -6,7 +6,9 @@ fixed concurrency for a fixed time):
 
     direct       wrk -> simulator (what the upstream alone costs)
     stock        wrk -> plain ``litellm --config <same model list, no callback> --num_workers W``,
-                 routing_strategy simple-shuffle, LiteLLM's default log level (LITELLM_LOG unset)
+                 routing_strategy simple-shuffle, LiteLLM's default log level (LITELLM_LOG unset),
+                 ``TIMEOUT_WORKER_HEALTHCHECK=180`` (its workers import LiteLLM before they can
+                 answer uvicorn's supervisor; at the default 5 s they are killed in a loop)
     stock-error  the same with LITELLM_LOG=ERROR: LiteLLM logging at the level ours runs it
     ours         wrk -> ``python -m chutes_lb.proxy`` at its defaults (LOG_LEVEL info, which
                  runs LiteLLM with LITELLM_LOG=ERROR; our ASGI front middleware: auth, validation,
@@ -74,6 +76,14 @@ TARGET_THROUGHPUT_RATIO = 0.97  # ours / stock-error req/s (lower bound), report
 IDLE_CORES = 0.15  # a proxy using more than this with no load is still starting a worker
 BALANCE = 0.5  # every worker must do at least this fraction of an even share of the CPU
 WARM_TIMEOUT = 240.0
+# Stock LiteLLM's workers are uvicorn spawn children whose __main__ is the `litellm` script, so
+# each imports LiteLLM (10-30 s of CPU where bytecode is not cached, PYTHONDONTWRITEBYTECODE) before
+# it can answer the supervisor's ping; at uvicorn's default 5 s the supervisor kills and replaces
+# them forever and the baseline never serves. LiteLLM's own option (TIMEOUT_WORKER_HEALTHCHECK,
+# i.e. --timeout_worker_healthcheck) lets them finish starting. Supervision only, not the hot path;
+# ours sets 60 s (chutes_lb.proxy.__main__.WORKER_HEALTHCHECK_SECONDS) and answers before importing.
+STOCK_WORKER_HEALTHCHECK_SECONDS = 180
+STOCK_START_TIMEOUT = 240.0
 
 
 def body(model: str) -> str:
@@ -96,7 +106,10 @@ class StockLiteLLM:
             "LITELLM_MASTER_KEY": MASTER_KEY, "CHUTES_INFERENCE_BASE": inference_base, "CHUTES_API_KEY": "bench-no-key",
             # needed offline (otherwise it downloads a cost map at import); not a tuning
             **LITELLM_OFFLINE,
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stock-metrics-"), **(env or {}),
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stock-metrics-"),
+            "TIMEOUT_WORKER_HEALTHCHECK": str(STOCK_WORKER_HEALTHCHECK_SECONDS),
+            "PYTHONUNBUFFERED": "1",  # the CLI's start-up messages reach the log before a failure, not never
+            **(env or {}),
         })
         if "LITELLM_LOG" not in (env or {}):
             child_env.pop("LITELLM_LOG", None)  # stock = LiteLLM's own default log level
@@ -109,7 +122,7 @@ class StockLiteLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "StockLiteLLM":
+    def start(self, timeout: float = STOCK_START_TIMEOUT) -> "StockLiteLLM":
         self.process.start()
         wait_http(self.base_url + "/health/liveliness", timeout, proc=self.process)
         return self
