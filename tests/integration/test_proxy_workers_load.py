@@ -80,6 +80,7 @@ def test_no_worker_restarted_with_every_core_busy(redis_service) -> None:
         workers = _children(parent)
         assert len(workers) >= 2, workers
         counts = asyncio.run(_load(stack.url, LOAD_SECONDS))
+        print(f"every core busy, 64 clients for {LOAD_SECONDS:.0f} s: {sum(counts.values())} sent, {counts}")
         assert counts.get("200", 0) > 0, counts
         time.sleep(1.0)  # one more supervisor round
         log = stack.proxy.process.log_text()
