@@ -83,8 +83,9 @@ class StubReplica:
         self.sock.close()
 
 
-def front_door(tmp: Path, replicas: list[StubReplica], maxconn: int | None = None) -> tuple[ManagedProcess, str]:
-    """HAProxy on haproxy/haproxy.cfg with loopback binds and these static servers (the rest as is)."""
+def front_door(tmp: Path, replicas: list[StubReplica], maxconn: int | None = None) -> tuple[ManagedProcess, str, str]:
+    """HAProxy on haproxy/haproxy.cfg with loopback binds and these static servers (the rest as is):
+    the process, the public URL and the internal one (/metrics)."""
     cfg = (ROOT / "haproxy" / "haproxy.cfg").read_text()
     port, internal = free_port(), free_port()
     cfg = cfg.replace("    bind :4000\n", f"    bind 127.0.0.1:{port}\n").replace("    bind :8404\n", f"    bind 127.0.0.1:{internal}\n")
@@ -100,7 +101,7 @@ def front_door(tmp: Path, replicas: list[StubReplica], maxconn: int | None = Non
     path.write_text(cfg)
     proc = ManagedProcess("haproxy", [shutil.which("haproxy") or "haproxy", "-f", str(path), "-db"], log_path=tmp / "haproxy.log").start()
     wait_port(port, 10, proc=proc)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{internal}"
 
 
 def _chat(client: httpx.Client) -> httpx.Response:
@@ -110,7 +111,7 @@ def _chat(client: httpx.Client) -> httpx.Response:
 
 def test_a_request_that_got_no_byte_is_replayed_on_another_replica(tmp_path: Path) -> None:
     dead, alive = StubReplica("reset"), StubReplica("ok")
-    proc, url = front_door(tmp_path, [dead, alive])
+    proc, url, internal = front_door(tmp_path, [dead, alive])
     try:
         with httpx.Client(base_url=url, timeout=20) as client:
             answers = [_chat(client) for _ in range(12)]
@@ -121,6 +122,9 @@ def test_a_request_that_got_no_byte_is_replayed_on_another_replica(tmp_path: Pat
         assert alive.chat_requests == 12
         log = proc.log_text()
         assert re.search(r"/\+1 ", log), log[-2000:]  # the httplog's retries field: "+1" = retried once, on another server
+        metrics = httpx.get(internal + "/metrics", timeout=10).text  # counted where Prometheus scrapes it
+        retried = re.search(r'^haproxy_backend_retry_warnings_total\{proxy="proxies"\} (\d+)', metrics, re.M)
+        assert retried and int(retried.group(1)) == dead.chat_requests, metrics[:500]
     finally:
         proc.stop()
         dead.close(), alive.close()
@@ -128,7 +132,7 @@ def test_a_request_that_got_no_byte_is_replayed_on_another_replica(tmp_path: Pat
 
 def test_an_answer_already_started_is_never_replayed(tmp_path: Path) -> None:
     broken = StubReplica("partial")
-    proc, url = front_door(tmp_path, [broken, StubReplica("ok")])
+    proc, url, _ = front_door(tmp_path, [broken, StubReplica("ok")])
     try:
         seen = 0
         with httpx.Client(base_url=url, timeout=20) as client:
@@ -147,7 +151,7 @@ def test_an_answer_already_started_is_never_replayed(tmp_path: Path) -> None:
 
 def test_a_full_front_door_answers_503_with_retry_after_after_its_queue_timeout(tmp_path: Path) -> None:
     busy = StubReplica("slow", delay=12.0)
-    proc, url = front_door(tmp_path, [busy], maxconn=1)
+    proc, url, _ = front_door(tmp_path, [busy], maxconn=1)
     try:
         def hold() -> None:
             try:
