@@ -6,7 +6,9 @@ fixed concurrency for a fixed time):
 
     direct       wrk -> simulator (what the upstream alone costs)
     stock        wrk -> plain ``litellm --config <same model list, no callback> --num_workers W``,
-                 routing_strategy simple-shuffle, LiteLLM's default log level (LITELLM_LOG unset)
+                 routing_strategy simple-shuffle, LiteLLM's default log level (LITELLM_LOG unset),
+                 ``TIMEOUT_WORKER_HEALTHCHECK=180`` (its workers import LiteLLM before they can
+                 answer uvicorn's supervisor; at the default 5 s they are killed in a loop)
     stock-error  the same with LITELLM_LOG=ERROR: LiteLLM logging at the level ours runs it
     ours         wrk -> ``python -m chutes_lb.proxy`` at its defaults (LOG_LEVEL info, which
                  runs LiteLLM with LITELLM_LOG=ERROR; our ASGI front middleware: auth, validation,
@@ -49,6 +51,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +77,31 @@ TARGET_THROUGHPUT_RATIO = 0.97  # ours / stock-error req/s (lower bound), report
 IDLE_CORES = 0.15  # a proxy using more than this with no load is still starting a worker
 BALANCE = 0.5  # every worker must do at least this fraction of an even share of the CPU
 WARM_TIMEOUT = 240.0
+# Stock LiteLLM's workers are uvicorn spawn children whose __main__ is the `litellm` script, so
+# each imports LiteLLM (10-30 s of CPU where bytecode is not cached, PYTHONDONTWRITEBYTECODE) before
+# it can answer the supervisor's ping; at uvicorn's default 5 s the supervisor kills and replaces
+# them forever and the baseline never serves. LiteLLM's own option (TIMEOUT_WORKER_HEALTHCHECK,
+# i.e. --timeout_worker_healthcheck) lets them finish starting. Supervision only, not the hot path;
+# ours sets 60 s (chutes_lb.proxy.__main__.WORKER_HEALTHCHECK_SECONDS) and answers before importing.
+STOCK_WORKER_HEALTHCHECK_SECONDS = 180
+STOCK_START_TIMEOUT = 240.0
+
+
+def bytecode_cache() -> None:
+    """Where PYTHONDONTWRITEBYTECODE is set (a shared, read-only venv) every process compiles
+    LiteLLM from source at start-up: 30-70 s of CPU for a proxy, again in each spawned worker, with
+    several proxies starting at once on the same cores. Compile it once into a cache of the
+    benchmark's own (PYTHONPYCACHEPREFIX under benchmarks/out, the venv untouched) that every child
+    inherits. Start-up only: nothing measured runs import code."""
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") and not os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(ROOT / "benchmarks" / "out" / "pycache"))
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", "import litellm.proxy.proxy_server, chutes_lb.proxy.app"],
+                          env={**os.environ, **LITELLM_OFFLINE}, capture_output=True, text=True, timeout=900)
+    log(f"bytecode cache {os.environ['PYTHONPYCACHEPREFIX']}: LiteLLM imported in {time.monotonic() - started:.0f} s"
+        + ("" if proc.returncode == 0 else f" (exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]})"))
 
 
 def body(model: str) -> str:
@@ -96,7 +124,10 @@ class StockLiteLLM:
             "LITELLM_MASTER_KEY": MASTER_KEY, "CHUTES_INFERENCE_BASE": inference_base, "CHUTES_API_KEY": "bench-no-key",
             # needed offline (otherwise it downloads a cost map at import); not a tuning
             **LITELLM_OFFLINE,
-            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stock-metrics-"), **(env or {}),
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="stock-metrics-"),
+            "TIMEOUT_WORKER_HEALTHCHECK": str(STOCK_WORKER_HEALTHCHECK_SECONDS),
+            "PYTHONUNBUFFERED": "1",  # the CLI's start-up messages reach the log before a failure, not never
+            **(env or {}),
         })
         if "LITELLM_LOG" not in (env or {}):
             child_env.pop("LITELLM_LOG", None)  # stock = LiteLLM's own default log level
@@ -109,7 +140,7 @@ class StockLiteLLM:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "StockLiteLLM":
+    def start(self, timeout: float = STOCK_START_TIMEOUT) -> "StockLiteLLM":
         self.process.start()
         wait_http(self.base_url + "/health/liveliness", timeout, proc=self.process)
         return self
@@ -468,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         args.haproxy = False
     if os.environ.pop("LITELLM_LOG", None) is not None:
         log("LITELLM_LOG was set in this environment: ignored (each path sets its own level)")
+    bytecode_cache()
     info = machine_info()
     log(f"machine: {info['cores']} cores, {info['cpu']}, load average {info['load_average_start']}")
     chutes = bench_fleet_chutes()

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Mapping, Sequence
 
-__all__ = ["free_port", "wait_http", "wait_port", "ManagedProcess", "RedisServer", "python_module"]
+__all__ = ["free_port", "child_pids", "wait_http", "wait_port", "ManagedProcess", "RedisServer", "python_module"]
 
 
 def free_port() -> int:
@@ -47,13 +47,40 @@ def wait_port(port: int, timeout: float, host: str = "127.0.0.1", proc: "Managed
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout:.0f}s")
 
 
+# Children of a process under wait that started and ended before it answered: more than this is
+# a restart loop (uvicorn's supervisor SIGKILLs a worker that does not answer its ping within
+# timeout_worker_healthcheck and starts another, forever), not a slow start.
+RESTART_LOOP_CHILDREN = 8
+
+
+def child_pids(pid: int) -> set[int]:
+    """The live direct children of ``pid`` (Linux /proc, every thread; empty elsewhere or once it is gone)."""
+    found: set[int] = set()
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.update(int(x) for x in children.read_text().split())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def wait_http(url: str, timeout: float, proc: "ManagedProcess | None" = None, expect: int = 200, headers: Mapping[str, str] | None = None) -> None:
-    """Poll ``url`` until it answers ``expect``; fail early if ``proc`` dies."""
+    """Poll ``url`` until it answers ``expect``; fail early, with its exit reason and log tail, if
+    ``proc`` exits or its children die in a restart loop."""
     deadline = time.monotonic() + timeout
     last = "no answer"
+    seen: set[int] = set()
+    live: set[int] = set()
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.poll()} while waiting for {url}:\n{proc.tail()}")
+        if proc is not None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{proc.name} {proc.exit_reason()} while waiting for {url}:\n{proc.tail_or_note()}")
+            live = child_pids(proc.pid)
+            seen |= live
+            if len(seen - live) > RESTART_LOOP_CHILDREN:
+                raise RuntimeError(f"{proc.name}: {len(seen - live)} of its child processes started and died while waiting for "
+                                   f"{url} (a worker restart loop: does a worker answer its supervisor's ping in time?):\n"
+                                   f"{proc.tail_or_note()}")
         try:
             req = urllib.request.Request(url, headers=dict(headers or {}))
             with urllib.request.urlopen(req, timeout=2) as resp:
@@ -67,8 +94,11 @@ def wait_http(url: str, timeout: float, proc: "ManagedProcess | None" = None, ex
         except (OSError, urllib.error.URLError) as exc:
             last = str(exc)
         time.sleep(0.1)
-    tail = f"\n{proc.tail()}" if proc is not None else ""
-    raise TimeoutError(f"{url} did not answer {expect} within {timeout:.0f}s (last: {last}){tail}")
+    if proc is None:
+        raise TimeoutError(f"{url} did not answer {expect} within {timeout:.0f}s (last: {last})")
+    churn = f"; {len(seen - live)} of its {len(seen)} child processes died" if seen else ""
+    raise TimeoutError(f"{url} did not answer {expect} within {timeout:.0f}s (last: {last}); {proc.name} still running{churn}:\n"
+                       f"{proc.tail_or_note()}")
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -135,6 +165,22 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def tail_or_note(self, lines: int = 40) -> str:
+        """:meth:`tail`, or a note saying the log is empty (and where it is)."""
+        return self.tail(lines) or f"(its log {self.log_path} is empty)"
+
+    def exit_reason(self) -> str:
+        """"exited with 3", "was killed by SIGKILL", or "is running"."""
+        code = self.poll()
+        if code is None:
+            return "is running"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with {code}"
 
     def log_text(self) -> str:
         try:

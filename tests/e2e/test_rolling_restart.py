@@ -112,11 +112,11 @@ def test_replica_killed_under_load_figures(stack: Stack) -> None:
     # without an answer (its abort_keep_alive path, RFC 9112 9.3.1: the client may retry; the
     # openai and anthropic SDKs do by default). The first request of a connection gets the 502.
     closed = [r for r in load.results if r.outcome == "lost"]
-    row.note = ("HAProxy replays only connections that never reached a replica (retry-on conn-failure): a request in "
-                "flight on the killed replica may already have reached a chute, so it is not replayed: its client gets "
-                f"a clear 502 ({len(plain_failed)} here), or, on a kept-alive connection, the connection closed without "
-                f"an answer, HTTP's retry signal ({len(closed)} here); a stream already flowing there breaks "
-                f"({len(streams_cut)} here)")
+    row.note = ("HAProxy replays on another replica a request that got no byte back (retry-on conn-failure "
+                "empty-response; it may already have reached a chute: a possible second, billed, upstream call): "
+                f"left unanswered anyway, a clear 502 ({len(plain_failed)} here), or, on a kept-alive connection, the "
+                f"connection closed without an answer ({len(closed)} here); a stream already flowing there breaks "
+                f"({len(streams_cut)} here), it is never replayed")
     figures = row.save()
     say(row.summary())
     assert len(plain_failed) + len(streams_cut) + len(closed) <= load.workers, row.summary()  # only what was in flight

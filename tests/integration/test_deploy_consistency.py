@@ -281,5 +281,14 @@ def test_deployment_knobs_are_documented_and_shared(models: dict[str, dict[str, 
     # The proxy runs 2 replicas by default everywhere.
     assert models["compose:real"]["proxy"]["deploy"]["replicas"] == models["swarm:real"]["proxy"]["deploy"]["replicas"] == "2"
     assert k8s["real"]["_replicas"]["proxy"] == 2
+    # HAProxy's per-server maxconn (one haproxy.cfg for Compose and Swarm, its copy for Kubernetes)
+    # is sized from the workers each replica runs: the same LITELLM_WORKERS everywhere.
+    from tests.integration.test_deploy_static import PER_WORKER_MAXCONN
+
+    for cfg in (ROOT / "haproxy" / "haproxy.cfg", K8S / "base" / "haproxy.cfg"):
+        maxconn = int(re.search(r"^\s*default-server .*\bmaxconn (\d+)", cfg.read_text(), re.M).group(1))
+        for where, env in (("Compose", compose_env(models["compose:real"]["proxy"])), ("Swarm", swarm_env(models["swarm:real"]["proxy"])),
+                           ("Kubernetes", k8s_env(k8s["real"]["proxy"]))):
+            assert maxconn == int(env["LITELLM_WORKERS"]) * PER_WORKER_MAXCONN, f"{cfg.name} maxconn {maxconn} vs {where} LITELLM_WORKERS"
     # Streams get the same drain time on Compose and Swarm.
     assert models["compose:real"]["proxy"]["stop_grace_period"] == models["swarm:real"]["proxy"]["stop_grace_period"]

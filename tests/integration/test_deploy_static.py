@@ -242,6 +242,46 @@ def test_k8s_haproxy_cfg_differs_from_compose_only_in_dns_discovery() -> None:
     assert k8s == expected, "deploy/k8s/base/haproxy.cfg must follow haproxy/haproxy.cfg:\n" + diff
 
 
+# haproxy.cfg's per-server maxconn = LITELLM_WORKERS x this (requests one worker holds at once:
+# ~100 req/s at 70% of a core x ~5 s per request; docs/RUNNING-THE-STACK.md)
+PER_WORKER_MAXCONN = 512
+
+
+def haproxy_section(lines: list[str], header: str) -> list[str]:
+    """The directive lines of one section (``backend proxies``, ``defaults``, ...), stripped."""
+    start = lines.index(header)
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith((" ", "\t"))), len(lines))
+    return [line.strip() for line in lines[start + 1:end]]
+
+
+def _seconds(value: str) -> float:
+    m = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert m, value
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, None: 0.001, "m": 60}[m.group(2)]
+
+
+def test_front_door_bounds_each_replica_and_replays_only_unanswered_requests() -> None:
+    """Per-server maxconn sized from the workers, a few seconds of queue, 503 with Retry-After, and
+    replays only of requests that got no byte back (never on a slow answer, a started one, or 5xx)."""
+    lines = _config_lines((ROOT / "haproxy" / "haproxy.cfg").read_text())  # Kubernetes: the same (test above)
+    backend = haproxy_section(lines, "backend proxies")
+    defaults = haproxy_section(lines, "defaults")
+    default_server = next(line for line in backend if line.startswith("default-server "))
+    maxconn = int(re.search(r"\bmaxconn (\d+)", default_server).group(1))
+    workers = int(next(d for n, d, _ in variables() if n == "LITELLM_WORKERS"))
+    assert maxconn == workers * PER_WORKER_MAXCONN
+    global_maxconn = int(next(line for line in haproxy_section(lines, "global") if line.startswith("maxconn ")).split()[1])
+    assert global_maxconn >= maxconn
+    queue = _seconds(next(line for line in defaults if line.startswith("timeout queue ")).split()[-1])
+    assert 2 <= queue <= 10, "a few seconds: long enough for a burst, short enough to tell the client at once"
+    retry_on = next(line for line in backend if line.startswith("retry-on ")).split()[1:]
+    assert set(retry_on) == {"conn-failure", "empty-response"}, retry_on
+    assert "option http-buffer-request" in backend  # a replay needs the whole body buffered
+    assert "option redispatch 1" in backend and int(next(line for line in backend if line.startswith("retries ")).split()[1]) <= 3
+    unavailable = next(line for line in backend if line.startswith("http-error status 503 "))
+    assert re.search(r"\bhdr Retry-After \d+\b", unavailable)
+
+
 def test_k8s_prometheus_yml_differs_from_compose_only_in_the_lb_job() -> None:
     compose = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     k8s = yaml.safe_load((K8S / "base" / "prometheus.yml").read_text())

@@ -22,6 +22,16 @@ from chutes_lb.settings import Settings, SettingsError
 
 log = logging.getLogger("chutes_lb.proxy")
 
+# uvicorn's multi-worker supervisor pings every worker every 0.5 s over a pipe and SIGKILLs one
+# that has not answered within ``timeout_worker_healthcheck`` (default 5 s), then starts a new one.
+# A worker answers from a thread of its own, started before the app (and LiteLLM) is imported, so
+# only a worker that gets no CPU (the machine's cores busy, a new process still starting its
+# interpreter) or holds the GIL misses 5 s: a kill then throws away every request in flight on it
+# and costs a LiteLLM import (10-30 s of CPU) when the machine has the least to spare. 60 s still
+# replaces a hung worker (the container's liveness probe, /livez, is the other net), and fits a
+# worker replaced by SIGHUP, which must finish starting (LiteLLM imported) within the same bound.
+WORKER_HEALTHCHECK_SECONDS = 60
+
 
 def check(settings: Settings) -> Fleet:
     """Everything a start would refuse, without starting anything (keys, the model list, the hook)."""
@@ -83,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=20,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
     )
     return 0
 
