@@ -117,8 +117,13 @@ def test_replica_killed_under_load_figures(stack: Stack) -> None:
                 f"left unanswered anyway, a clear 502 ({len(plain_failed)} here), or, on a kept-alive connection, the "
                 f"connection closed without an answer ({len(closed)} here); a stream already flowing there breaks "
                 f"({len(streams_cut)} here), it is never replayed")
+    try:  # how often HAProxy replayed (Prometheus scrapes its exporter)
+        result = stack.query('sum(haproxy_backend_retry_warnings_total{proxy="proxies"})')
+        row.note += f"; HAProxy replays counted (since the stack started): {result[0]['value'][1] if result else 0}"
+    except Exception as exc:  # the figure is a note; the assertions below are the test
+        say(f"replay count not read: {exc!r}")
     figures = row.save()
     say(row.summary())
     assert len(plain_failed) + len(streams_cut) + len(closed) <= load.workers, row.summary()  # only what was in flight
-    assert all(r.outcome == "failed_clear" and r.status == 502 for r in plain_failed), row.summary()
-    assert all("Server disconnected without sending a response" in r.detail for r in closed), row.summary()
+    # issue 23: nothing lost among the requests that had received no byte (HAProxy replays them)
+    assert plain_failed == [] and closed == [], row.summary()
