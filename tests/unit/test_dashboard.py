@@ -36,6 +36,10 @@ PROXY_METRICS = {
     "chutes_lb_prompt_tokens_total",
     "chutes_lb_retries_total",
     "chutes_lb_retry_budget_exhausted_total",
+    "chutes_lb_slot_waiting_requests",
+    "chutes_lb_slot_wait_seconds",
+    "chutes_lb_admission_rejected_total",
+    "chutes_lb_admission_queue_length",
 }
 POLLER_METRICS = {
     "chutes_lb_poller_poll_duration_seconds",
@@ -55,6 +59,7 @@ HISTOGRAMS = {
     "chutes_lb_upstream_latency_seconds",
     "chutes_lb_time_to_first_token_seconds",
     "chutes_lb_poller_poll_duration_seconds",
+    "chutes_lb_slot_wait_seconds",
 }
 # Exported by Prometheus itself and by HAProxy's built-in exporter (2.6 and 3.x).
 OTHER_METRICS = {
@@ -63,6 +68,7 @@ OTHER_METRICS = {
     "haproxy_backend_http_responses_total",
     "haproxy_backend_retry_warnings_total",
     "haproxy_backend_redispatch_warnings_total",
+    "haproxy_backend_current_queue",
 }
 KNOWN = PROXY_METRICS | POLLER_METRICS | OTHER_METRICS
 

@@ -18,18 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, Collection
+from typing import Any, Callable, Collection
 
-import orjson
-
+from chutes_lb.proxy.asgi import ASGIApp, Receive, Scope, Send, send_json
 from chutes_lb.proxy.errors import error_body
 
 __all__ = ["Admission", "AdmissionMetrics"]
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AdmissionMetrics:
@@ -121,10 +115,6 @@ class Admission:
         shape = "anthropic" if scope.get("path") in self.anthropic_paths else "openai"
         why = ("its queue is full" if reason == "full"
                else f"no place freed within {self.queue_seconds:g} s")
-        body = orjson.dumps(error_body(shape, 503, f"this proxy worker is at capacity ({why}); retry shortly",
-                                       code="overloaded" if shape == "openai" else None))
-        retry_after = str(max(1, round(self.queue_seconds))).encode()
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", retry_after)]})
-        await send({"type": "http.response.body", "body": body})
+        body = error_body(shape, 503, f"this proxy worker is at capacity ({why}); retry shortly",
+                          code="overloaded" if shape == "openai" else None)
+        await send_json(send, 503, body, [(b"retry-after", str(max(1, round(self.queue_seconds))).encode())])

@@ -1,6 +1,7 @@
 """The ASGI app each proxy worker serves, built by :func:`create_app` (uvicorn ``factory=True``):
-LiteLLM's proxy app (models, health, ``/info`` and the docs) behind our front middleware
-(:mod:`.middleware`), which serves the completion APIs itself through :mod:`.gateway`.
+LiteLLM's proxy app (models, health, ``/info`` and the docs) behind a list of pure-ASGI
+middlewares, one job each: the edge (:mod:`.middleware`), our API routes (:mod:`.routes`, served
+through :mod:`.serve` and :mod:`.gateway`), then what reaches LiteLLM (:mod:`.passthrough`).
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from chutes_lb.proxy import environment, protocol
 from chutes_lb.proxy.drain import Drain
 from chutes_lb.proxy.info import install_info_route
 from chutes_lb.proxy.metrics import metrics_payload
-from chutes_lb.proxy.middleware import ApiRoute, FrontMiddleware, send_json
-from chutes_lb.proxy.validation import validate_completion_body
+from chutes_lb.proxy.middleware import AccessLog, Auth, Probes, Redaction, StartOnFirstCall
+from chutes_lb.proxy.passthrough import JsonBodies, OpenAIErrors, PathAllowList
+from chutes_lb.proxy.routes import ApiRoutes
 from chutes_lb.redact import Redactor
 from chutes_lb.routing.retry import RetryBudget
 from chutes_lb.settings import load_settings
@@ -24,8 +26,9 @@ __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-# POST paths served by our own routes: name -> (paths, error shape)
-OPENAI_PATHS = {"chat": ("/v1/chat/completions", "/chat/completions"), "text": ("/v1/completions", "/completions")}
+# POST paths served by our own routes, each with and without /v1: API -> its paths
+API_PATHS = {"chat": ("/chat/completions",), "text": ("/completions",), "messages": ("/messages",),
+             "count_tokens": ("/messages/count_tokens",), "responses": ("/responses",)}
 
 
 def die_with_parent() -> None:
@@ -61,35 +64,24 @@ def create_app() -> Any:
     runtime.install(rt)
     from litellm.proxy import proxy_server  # (imports litellm, which loads .env into os.environ)
 
-    from chutes_lb.proxy.agent_api import AgentRoutes
+    from chutes_lb.proxy.admission import Admission, AdmissionMetrics
+    from chutes_lb.proxy.agent_api import COUNT_TOKENS, MESSAGES, RESPONSES
     from chutes_lb.proxy.gateway import Gateway, LiteLLMSender
+    from chutes_lb.proxy.openai_api import CHAT, TEXT
+    from chutes_lb.proxy.serve import Server
     from chutes_lb.proxy.slotwait import SlotWait
-    from chutes_lb.proxy.messages import validate_messages_body
-    from chutes_lb.proxy.openai_api import OpenAIRoutes
-    from chutes_lb.proxy.responses import validate_responses_body
 
     environment.after_litellm_import(os.environ)
     quiet_third_party(settings.log_level)
     fleet = read_fleet(settings.litellm_config_path)
     redactor = Redactor(settings.secrets())
-    gateway = Gateway(LiteLLMSender(lambda: proxy_server.llm_router), rt.core, fleet, RetryBudget(percent=settings.retry_budget_percent / 100.0),
-                      redactor, key_sources=settings.routing_affinity_keys if rt.core.uses_sessions else (),
+    gateway = Gateway(LiteLLMSender(lambda: proxy_server.llm_router), rt.core, fleet,
+                      RetryBudget(percent=settings.retry_budget_percent / 100.0), redactor,
+                      key_sources=settings.routing_affinity_keys if rt.core.uses_sessions else (),
                       slot_wait=SlotWait(settings.routing_wait_seconds, rt.core.metrics))
-    openai_routes = OpenAIRoutes(gateway, send_json, rt.core.metrics)
-    routes: dict[str, ApiRoute] = {}
-    for kind, paths in OPENAI_PATHS.items():
-        route = ApiRoute(kind, "openai", lambda raw, kind=kind: validate_completion_body(kind, raw),
-                         lambda body, send, receive, headers, kind=kind: openai_routes.handle(kind, body, send, receive, headers))
-        for path in paths:
-            routes[path] = route
-    agents = AgentRoutes(gateway, rt.core.metrics)
-    for path in ("/v1/messages", "/messages"):
-        routes[path] = ApiRoute("messages", "anthropic", validate_messages_body, agents.messages)
-    for path in ("/v1/messages/count_tokens", "/messages/count_tokens"):
-        routes[path] = ApiRoute("count_tokens", "anthropic", lambda raw: validate_messages_body(raw, require_max_tokens=False),
-                                agents.count_tokens)
-    for path in ("/v1/responses", "/responses"):
-        routes[path] = ApiRoute("responses", "openai", validate_responses_body, agents.responses)
+    adapters = {a.api: a for a in (CHAT, TEXT, MESSAGES, COUNT_TOKENS, RESPONSES)}
+    routes = {prefix + path: adapters[api] for api, paths in API_PATHS.items() for path in paths for prefix in ("/v1", "")}
+    admitted = {path for path, adapter in routes.items() if adapter.api != "count_tokens"}  # answered locally: never queued
     inner = proxy_server.app
     install_info_route(inner, rt.core, lambda: len(gateway.slot_wait) if gateway.slot_wait is not None else 0)
 
@@ -97,21 +89,25 @@ def create_app() -> Any:
         return proxy_server.llm_router is not None and rt.core.snapshot_checked
 
     drain = Drain(settings.proxy_drain_seconds)
-    inner.add_middleware(
-        FrontMiddleware,  # type: ignore[arg-type]
-        master_key=settings.litellm_master_key.get(),
-        max_body_bytes=settings.proxy_max_body_bytes,
-        body_timeout=settings.proxy_body_timeout_seconds,
-        metrics=metrics_payload,
-        ready=ready,
-        on_first_request=rt.tasks.start,
-        routes=routes,
-        redactor=redactor,
-        metrics_public=settings.proxy_metrics_public,
-        access_log=settings.proxy_access_log,
-        chute_label=rt.core.label,
-        draining=lambda: drain.draining,
-    )
+    key = settings.litellm_master_key.get()
+    limits = {"max_body_bytes": settings.proxy_max_body_bytes, "body_timeout": settings.proxy_body_timeout_seconds}
+    stack: list[tuple[type, dict[str, Any]]] = [  # outermost first; LiteLLM's app is behind the last one
+        (StartOnFirstCall, {"start": rt.tasks.start}),
+        (Redaction, {"redactor": redactor}),
+        *([(AccessLog, {"chute_label": rt.core.label})] if settings.proxy_access_log else []),
+        (Probes, {"ready": ready, "metrics": metrics_payload, "master_key": key, "draining": lambda: drain.draining,
+                  "metrics_public": settings.proxy_metrics_public}),
+        (Auth, {"master_key": key, "shapes": {path: adapter.shape for path, adapter in routes.items()}}),
+        (Admission, {"limit": settings.proxy_max_concurrent, "queue": settings.proxy_queue,
+                      "queue_seconds": settings.proxy_queue_seconds, "paths": admitted, "metrics": AdmissionMetrics(),
+                      "anthropic_paths": {p for p in admitted if routes[p].shape == "anthropic"}}),
+        (ApiRoutes, {"routes": routes, "serve": Server(gateway, rt.core.metrics).serve, **limits}),
+        (PathAllowList, {}),
+        (OpenAIErrors, {}),
+        (JsonBodies, limits),
+    ]
+    for cls, options in reversed(stack):  # Starlette puts the latest added outermost
+        inner.add_middleware(cls, **options)  # type: ignore[arg-type]
     if drain.install():  # in a uvicorn worker: wraps uvicorn's SIGTERM handler
         log.debug("SIGTERM drains for %.0f s before uvicorn stops", settings.proxy_drain_seconds)
     return inner

@@ -3,7 +3,7 @@
 LiteLLM's adapter does the translation (``LiteLLMAnthropicMessagesAdapter``, and its
 ``AnthropicStreamWrapper`` for streams); this module checks the request and fixes what the
 adapter gets wrong for a chat-only upstream, each fix pinned by a test
-(tests/unit/test_messages_translation.py):
+(tests/unit/test_translation.py; streams in tests/integration/test_agent_apis.py):
 
 - the request is translated under the *model group* name, never the client's ``claude-*`` name
   (with a Claude name LiteLLM keeps ``thinking`` and ``cache_control`` for the upstream);

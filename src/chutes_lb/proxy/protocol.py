@@ -17,7 +17,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from chutes_lb.proxy.errors import openai_error_body
+from chutes_lb.proxy.errors import error_body
 
 log = logging.getLogger("chutes_lb.proxy")
 
@@ -37,9 +37,8 @@ def header_timeout() -> float:
 
 
 def timeout_response(seconds: float) -> bytes:
-    body = json.dumps(openai_error_body(
-        f"Request headers not received within {seconds:g}s (PROXY_HEADER_TIMEOUT_SECONDS)",
-        "invalid_request_error", "request_timeout")).encode()
+    body = json.dumps(error_body("openai", 408, f"Request headers not received within {seconds:g}s (PROXY_HEADER_TIMEOUT_SECONDS)",
+                                 code="request_timeout")).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 

@@ -3,7 +3,7 @@
 LiteLLM's Responses-to-chat bridge does the translation
 (``LiteLLMCompletionResponsesConfig`` both ways, ``LiteLLMCompletionStreamingIterator`` for
 streams); this module checks the request and fixes what the bridge gets wrong, each fix pinned
-by a test (tests/unit/test_responses_translation.py):
+by a test (tests/unit/test_translation.py; streams in tests/integration/test_agent_apis.py):
 
 - ``previous_response_id`` is refused with a 400: LiteLLM needs its database to look the history
   up and without one silently answers as if the conversation were new; responses are not stored

@@ -8,12 +8,11 @@ routing attempt (``cancelled``).
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
+
+from chutes_lb.proxy.asgi import Receive, Send
 
 __all__ = ["pump"]
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 async def _disconnected(receive: Receive) -> None:
