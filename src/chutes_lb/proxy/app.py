@@ -67,6 +67,7 @@ def create_app() -> Any:
     from chutes_lb.proxy.admission import Admission, AdmissionMetrics
     from chutes_lb.proxy.agent_api import COUNT_TOKENS, MESSAGES, RESPONSES
     from chutes_lb.proxy.gateway import Gateway, LiteLLMSender
+    from chutes_lb.proxy.models import ModelList
     from chutes_lb.proxy.openai_api import CHAT, TEXT
     from chutes_lb.proxy.serve import Server
     from chutes_lb.proxy.slotwait import SlotWait
@@ -98,6 +99,7 @@ def create_app() -> Any:
         (Probes, {"ready": ready, "metrics": metrics_payload, "master_key": key, "draining": lambda: drain.draining,
                   "metrics_public": settings.proxy_metrics_public}),
         (Auth, {"master_key": key, "shapes": {path: adapter.shape for path, adapter in routes.items()}}),
+        (ModelList, {"fleet": fleet, "group_of": gateway.group_of, "window_of": gateway.window_of}),
         (Admission, {"limit": settings.proxy_max_concurrent, "queue": settings.proxy_queue,
                       "queue_seconds": settings.proxy_queue_seconds, "paths": admitted, "metrics": AdmissionMetrics(),
                       "anthropic_paths": {p for p in admitted if routes[p].shape == "anthropic"}}),

@@ -206,6 +206,10 @@ class Gateway:
         found = session_key(body, headers, self.key_sources) if self.key_sources else None
         return found[0] if found else None
 
+    def window_of(self, group: str) -> int | None:
+        """The largest known context window of the group's chutes (what ``/v1/models`` shows)."""
+        return self.core.largest_window(self._deployments.get(group, ()))
+
     def group_of(self, model: str) -> str | None:
         """The model group a client's model name means, else None: a group, an alias
         (``router_settings.model_group_alias``), or the first alias pattern (``claude-*``) it

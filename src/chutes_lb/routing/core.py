@@ -136,9 +136,10 @@ class RoutingCore:
                 loose.append(dep)
         if strict or loose:
             return strict or loose
-        raise NoChuteFits(self._no_fit(deployment_ids, needs), self._largest_window(deployment_ids))
+        raise NoChuteFits(self._no_fit(deployment_ids, needs), self.largest_window(deployment_ids))
 
-    def _largest_window(self, deployment_ids: Sequence[str]) -> int | None:
+    def largest_window(self, deployment_ids: Sequence[str]) -> int | None:
+        """The largest known context window among these deployments' chutes (None: none known)."""
         windows = [self.capability(self.chute_id(d)).max_model_len for d in deployment_ids]
         known = [w for w in windows if w is not None]
         return max(known) if known else None
@@ -148,7 +149,7 @@ class RoutingCore:
         missing = sorted({f for f in needs.features for c in caps.values() if c.features is not None and f not in c.features})
         if missing and all(unfit(c, needs._replace(prompt_tokens=0, max_tokens=0, min_window=0)) for c in caps.values()):
             return f"no chute of this model group supports {', '.join(missing)}"
-        largest = self._largest_window(deployment_ids)
+        largest = self.largest_window(deployment_ids)
         asked = f"about {needs.prompt_tokens} prompt tokens" + (f" + max_tokens {needs.max_tokens}" if needs.max_tokens else "")
         if needs.min_window and largest is not None and largest < needs.min_window:
             return f"the request is too long for every chute of this model group ({asked}); the largest context window is {largest} tokens"
