@@ -1,1 +1,1 @@
-"""Discrete-event simulation of the routing decision (imports the real routing code)."""
+"""Discrete-event simulation of the routing: every simulated replica runs the real ``RoutingCore`` (see ``sim.py``)."""

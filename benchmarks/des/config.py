@@ -53,9 +53,10 @@ class SimConfig:
     common_streams: bool = False
     # --- issue 13: sessions with a prefix cache (benchmarks/des/sessions.py); None = requests.
     sessions: "SessionConfig | None" = None
-    # "sticky" | "affinity[:c]" (the production affinity, bound c) | an AffinityPolicy callable
-    # (benchmarks/des/affinity.py); session mode only. None = the strategy alone.
-    affinity: Any = None
+    # "affinity[:c]": ROUTING_AFFINITY=true with bound c (default the shipped bound), run by each
+    # replica's RoutingCore; session mode only. None = the strategy alone (ROUTING_AFFINITY=false).
+    # Pure stickiness is the strategy "sticky".
+    affinity: str | None = None
 
 
 @dataclass

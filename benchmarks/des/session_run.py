@@ -3,9 +3,10 @@
     python -m benchmarks.des --scenario sessions --load 0.6,0.85 --seeds 3 --out benchmarks/out/des-sessions
 
 Every strategy runs on the same session schedules per seed (workload streams of their own). A
-strategy label is ``<decide strategy>[+<affinity>]``: ``+affinity[:c]`` is the proxies' own session
-affinity with load bound c (:mod:`benchmarks.des.affinity`), ``+sticky`` pure stickiness (the first chute
-a session used, always; a retry after a 429 goes elsewhere, the home stays). Targets are ratios to
+strategy label is ``<strategy>[+<affinity>]``: ``+affinity[:c]`` is the proxies' own session
+affinity with load bound c (``ROUTING_AFFINITY=true``, run by each replica's ``RoutingCore``),
+``sticky`` the registry's pure stickiness (the first chute of the session's rendezvous order,
+always; a retry after a 429 goes to the next one). Targets are ratios to
 ``headroom`` without affinity; intervals are 95% bootstraps pooled over seeds
 (:mod:`benchmarks.stats`); a target PASSes only when the whole interval meets it. The hot-spot run
 halves the biggest chute's speed a third of the way through the measured sessions.
@@ -26,9 +27,9 @@ from benchmarks.workload.profiles import profile
 
 __all__ = ["STRATEGIES", "BASELINE", "HOTSPOT", "run_sessions", "session_main", "split_label"]
 
-STRATEGIES = ["headroom+affinity", "headroom", "headroom+sticky", "least-utilization", "weighted-shuffle"]
+STRATEGIES = ["headroom+affinity", "headroom", "sticky", "least-utilization", "weighted-shuffle"]
 BASELINE = "headroom"
-HOTSPOT = ["headroom+sticky", "headroom+affinity", "headroom"]
+HOTSPOT = ["sticky", "headroom+affinity", "headroom"]
 Runs = dict[str, list[SessionResult]]  # label -> one result per seed
 
 
@@ -138,7 +139,7 @@ def targets(runs: Runs, load: float, n_boot: int = 400, seed: int = 1) -> list[s
 
 
 def hotspot_targets(runs: Runs, n_boot: int = 400) -> list[str]:
-    a, s = runs.get("headroom+affinity"), runs.get("headroom+sticky")
+    a, s = runs.get("headroom+affinity"), runs.get("sticky")
     if not a or not s:
         return []
     rng = np.random.default_rng(2)
@@ -187,7 +188,7 @@ def session_main(a: argparse.Namespace, caps: list[int], replicas: int, log) -> 
         a.out.mkdir(parents=True, exist_ok=True)
         for tag, runs in out.items():
             first = {k: v[0] for k, v in runs.items()}
-            share = ("headroom+sticky", "headroom+affinity") if tag == "hotspot" else ()
+            share = ("sticky", "headroom+affinity") if tag == "hotspot" else ()
             for f in session_plots(first, a.out, tag.replace(" ", "-"), share):
                 lines.append(f"![{f}]({f})")
     lines.append(f"\n(sessions scenario wall time {time.perf_counter() - t0:.0f} s)")

@@ -1,10 +1,15 @@
 """The DES in session mode: :class:`Simulation` with sessions, a prefix cache and affinity.
 
-The model is in :mod:`benchmarks.des.sessions`; the routing seam in :mod:`benchmarks.des.affinity`.
-Each turn is one request of the base simulation (same replicas, snapshot, exchange, 429 retries
-and queues); what differs is where requests come from (``SESSION`` and ``TURN`` events instead of
-``ARRIVAL``), what a request costs (its tokens, less what the chute's cache holds) and who is
-asked first (the affinity policy or the session's sticky chute, then the strategy).
+The model is in :mod:`benchmarks.des.sessions`. Each turn is one request of the base simulation
+(same replicas, cores, snapshot, exchange, 429 retries and queues); what differs is where requests
+come from (``SESSION`` and ``TURN`` events instead of ``ARRIVAL``), what a request costs (its
+tokens, less what the chute's cache holds) and that it carries its session: the replica's
+``RoutingCore.pick`` gets ``affinity_key = h64("header", session id)``, the key :mod:`chutes_lb.proxy.session` derives
+from a session header, so the core's ``SessionMemo``, rendezvous order and bounded-load
+pick are production's. ``SimConfig.affinity``: None (the strategy alone: ``ROUTING_AFFINITY=false``)
+or ``"affinity[:c]"`` (``ROUTING_AFFINITY=true`` with ``ROUTING_AFFINITY_BOUND=c``, default the
+shipped bound); the ``sticky`` strategy is the registry's (always the first chute of the
+session's rendezvous order; another only on a retry after it failed).
 
 Measured: sessions ``warmup_sessions .. warmup_sessions + n_sessions - 1``. Sessions keep arriving
 until every measured session has ended, so the load stays steady for all of them, or until
@@ -18,11 +23,15 @@ import math
 
 import numpy as np
 
-from benchmarks.des.affinity import policy_from
+from dataclasses import replace
+
 from benchmarks.des.config import SimConfig
 from benchmarks.des.sessions import ChuteCache, ServiceModel, SessionResult, SessionState, session_stream
 from benchmarks.des.sim import DEPART, Simulation
 from benchmarks.workload.sessions import SessionWorkload
+from chutes_lb.routing.affinity import h64
+from chutes_lb.routing.attempts import Usage
+from chutes_lb.routing.core import RoutingConfig
 
 __all__ = ["SessionSimulation"]
 
@@ -33,14 +42,13 @@ class SessionSimulation(Simulation):
     def __init__(self, cfg: SimConfig) -> None:
         if cfg.sessions is None:
             raise ValueError("SessionSimulation needs SimConfig.sessions")
-        super().__init__(cfg)
         sc = self.sc = cfg.sessions
         self.workload = SessionWorkload.named(sc.profile, token_scale=sc.token_scale, think_scale=sc.think_scale)
-        self.model = ServiceModel.of(sc, self.workload)
+        self.model = ServiceModel.of(sc, self.workload)  # before the cores: their config reads its time unit
+        super().__init__(cfg)
         self.session_lam = cfg.load * self.total_cap / self.workload.mean_turns  # per unit (= 1 turn service)
         self.stream = session_stream(cfg.seed, self.workload, self.session_lam / self.model.seconds_per_unit, self.R)  # per second
-        self.aff_label, self.policy = policy_from(cfg.affinity)
-        self.sticky = self.aff_label == "sticky"
+        self.aff_label = cfg.affinity or ""
         self.caches = [ChuteCache(sc.cache_tokens_per_slot * c) for c in self.caps]
         self.handlers[SESSION] = self.on_session
         self.handlers[TURN] = self.on_turn
@@ -61,6 +69,23 @@ class SessionSimulation(Simulation):
         self.multi = self.one_chute = self.abandoned = 0
         self.area0: list[float] | None = None
         self.t0 = 0.0
+
+    def routing_config(self) -> RoutingConfig:
+        """Affinity as ``SimConfig.affinity`` says; the fleet load behind the bound is reused for
+        one second of the DES's time, as a proxy worker reuses it (``SessionMemo``)."""
+        spec = self.cfg.affinity
+        if spec is not None and (not isinstance(spec, str) or spec.partition(":")[0] != "affinity"):
+            raise ValueError(f"unknown affinity {spec!r}: None or 'affinity[:c]' (sticky is a strategy)")
+        base = super().routing_config()
+        bound = spec.partition(":")[2] if spec else ""
+        return replace(base, affinity=spec is not None, affinity_bound=float(bound) if bound else base.affinity_bound,
+                       load_reuse_seconds=1.0 / self.model.seconds_per_unit)
+
+    def affinity_key(self, req: int) -> int | None:
+        st = self.turn_of[req][0]
+        if st.key is None:
+            st.key = h64("header", st.plan.key)  # as chutes_lb.proxy.session keys a session header
+        return st.key
 
     # ------------------------------------------------------------ arrivals
     def start_arrivals(self) -> None:
@@ -100,20 +125,6 @@ class SessionSimulation(Simulation):
         self.attempt(req, st.replicas[k], t)
 
     # ------------------------------------------------------------ routing and service
-    def choose(self, req: int, r: int, t: float) -> int:
-        st, k = self.turn_of[req]
-        exc = self.exclude_sets.get(req)
-        if self.sticky and st.home >= 0 and not (exc and self.ids[st.home] in exc):
-            return st.home
-        if self.policy is not None:
-            i = self.policy(st.plan.key, self.cands[r], now=t, excluded=exc or (), replicas=self.replicas_seen[r],
-                            snapshot_version=self.version, params=self.params, turn=k)
-            if i is not None and 0 <= i < self.n and not (exc and self.ids[i] in exc):
-                self.reasons["affinity"] = self.reasons.get("affinity", 0) + 1
-                return i
-            self.reasons["affinity_fallback"] = self.reasons.get("affinity_fallback", 0) + 1
-        return super().choose(req, r, t)
-
     def attempt(self, req: int, r: int, t: float) -> None:
         if self.turn_of[req][0].measured:
             self.m_attempts += 1
@@ -124,7 +135,7 @@ class SessionSimulation(Simulation):
             self.m_rejected += 1
         super().on_retry(t, a, status)
 
-    def begin(self, req: int, r: int, c: int, tok: int, t: float) -> None:
+    def begin(self, req: int, r: int, c: int, t: float) -> None:
         st, k = self.turn_of[req]
         turn = st.plan.turns[k]
         cached = self.caches[c].serve(st.plan.index, turn.prompt_tokens)
@@ -136,18 +147,15 @@ class SessionSimulation(Simulation):
             self.prompt_computed += turn.prompt_tokens - cached
             self.computed.append(turn.prompt_tokens - cached)
             (self.ttft_follow if k else self.ttft_first).append(t + first - self.arrival_t[req])
-        self.push(t + total, DEPART, (req, r, c, tok, turn.output_tokens))
+        self.push(t + total, DEPART, (req, r, c, turn.output_tokens))
 
-    def report_success(self, req: int, r: int, tok: int, t: float, work: float) -> None:
-        lv = self.lives[r]
-        lv.on_first_token(tok, self.ttft_at.pop(req))
-        lv.on_end(tok, t, "success", work)
+    def report_success(self, req: int, t: float, work: float) -> None:
+        call = self.calls[req]
+        call.close("success", ttft=self.ttft_at.pop(req) - call.opened_at, usage=Usage(work, None))
 
     # ------------------------------------------------------------ outcomes
     def served(self, req: int, c: int, t: float) -> None:
         st, k = self.turn_of.pop(req)
-        if st.home < 0:
-            st.home = c
         st.chutes.add(c)
         if st.measured:
             self.e2e.append(t - self.arrival_t[req])
@@ -182,7 +190,7 @@ class SessionSimulation(Simulation):
 
     def finish(self, req: int) -> None:
         del self.arrival_t[req], self.attempts_of[req]
-        self.exclude_sets.pop(req, None)
+        del self.calls[req]
         self.done += 1
 
     def result(self, wall: float) -> SessionResult:
@@ -193,8 +201,6 @@ class SessionSimulation(Simulation):
         span = max(self.now - self.t0, 1e-12)
         loads = np.array([(self.area[c] - a0[c]) / span / self.caps[c] for c in range(self.n)])
         label = self.cfg.strategy + (f"+{self.aff_label}" if self.aff_label else "")
-        for why, k in getattr(self.policy, "dropped", {}).items():  # why the first choice was passed over
-            self.reasons[f"affinity_dropped_{why}"] = k
         fields = {k: getattr(base, k) for k in base.__dataclass_fields__}
         fields.update(strategy=label, n=self.ended, latencies=np.array(self.e2e), attempts=self.m_attempts,
                       rejected=self.m_rejected, failed=self.m_failed)

@@ -111,7 +111,7 @@ class SessionState:
     measured: bool
     replicas: tuple[int, ...]  # the replica each turn reaches (drawn with the session)
     paces: tuple[float, ...]
-    home: int = -1  # the first chute that served it (sticky)
+    key: int | None = None  # h64 of the session id: the affinity key the proxy would pass
     chutes: set[int] = field(default_factory=set)
 
 

@@ -1,54 +1,73 @@
 """Discrete-event simulation of R router replicas in front of chutes with c_i slots.
 
-It runs the production routing code: :func:`chutes_lb.routing.decision.decide`,
-:class:`chutes_lb.routing.live.LiveState` and the in-flight exchange
-:func:`chutes_lb.routing.remote.exchange` (no copies). Time unit = one mean service time (think
-~10 s for an LLM request, so 0.1 ~ 1 s).
+It runs the production routing code as the proxy composes it: each simulated replica (worker)
+holds a :class:`chutes_lb.routing.core.RoutingCore` (the DES's clock, a seeded rng,
+:class:`~chutes_lb.routing.metrics.RecordingMetrics`, the production ``HeadroomParams`` in the
+DES's time unit), every attempt of a request is opened (``RoutingCore.pick``) and closed
+(``success`` / ``rate_limited`` / ``error``) by one :class:`chutes_lb.routing.attempts.UpstreamCall`,
+snapshots are ``chutes_lb.snapshot.model.Snapshot`` objects the cores ``adopt()``, and the
+in-flight counts travel through ``export_counts()`` / ``exchanged()``. No copies. Time unit = one
+mean service time (think ~10 s for an LLM request, so 0.1 ~ 1 s).
 
 - Arrivals: Poisson, each to a uniformly random replica; rate ``load x sum(c_i)`` (x step factor).
 - Service: exponential (mean 1) or lognormal (sigma 1.5, mean 1: heavy-tailed), divided by the
   chute's speed (1 unless a ``degrade`` event slows it).
-- ``reject`` mode: an attempt beyond c_i in flight is answered 429 after ``rtt``; the replica
-  records it (``on_end(..., "rate_limited")``) and retries through the same decision with that
-  chute excluded, up to ``max_attempts``; then the request fails. ``queue`` mode: FIFO per chute.
+- ``reject`` mode: an attempt beyond c_i in flight is answered 429 after ``rtt``; the request's
+  ``UpstreamCall`` closes it ``rate_limited`` and opens the next attempt (the core never goes back
+  to a chute the request tried), up to ``max_attempts``; then the request fails. ``queue`` mode:
+  FIFO per chute.
 - Snapshot: at every ``k x refresh`` the time-average of open connections / c_i over the last
-  ``window`` is measured; replicas adopt it ``lag`` later (``on_snapshot``). Data age thus ranges
-  from ``lag`` to ``refresh + lag`` (+ the window).
+  ``window`` is measured; replicas adopt it ``lag`` later (``RoutingCore.adopt``: one
+  ``ChuteStats`` per chute, one instance of c_i slots, never stale). Data age thus ranges from
+  ``lag`` to ``refresh + lag`` (+ the window).
 - Shared in-flight counts: every ``share_interval`` each replica's ``export_counts()`` is
-  published; ``share_delay`` later every replica folds the others' in with ``exchange`` (as the
+  published; ``share_delay`` later every replica folds the others' in with ``exchanged`` (as the
   proxy's in-flight loop does, including R = 1 + the replicas seen).
 - Occupancy (``alpha``, issue 14): service time x (1 + alpha x busy/c_i) at the start of service,
   busy counting the request itself, as the simulator's load factor. ``alpha = 0``: as before.
 - ``common_streams``: arrivals, replica choice and service demands on streams of their own, so
   every strategy sees the same schedule for a seed (``--seeds``); off = one stream, as before.
-- Extra strategies (not in decide): :mod:`benchmarks.des.baselines`. ``headroom:<variant>`` runs
-  the ablations of :mod:`benchmarks.des.variants`. Sessions with a prefix cache and affinity:
-  :class:`benchmarks.des.session_sim.SessionSimulation`, a subclass using the hooks below.
+- Strategies: a name of ``decision.REGISTRY``; the baselines that are not strategies of the product
+  (:mod:`benchmarks.des.baselines`) and the ablations ``headroom:<variant>``
+  (:mod:`benchmarks.des.variants`) are records with procedures of their own, run by the same cores.
+  Sessions with a prefix cache and affinity: :class:`benchmarks.des.session_sim.SessionSimulation`,
+  a subclass using the hooks below.
 
 :class:`Simulation` is the event loop: one handler method per event kind. Hooks a subclass may
-override: ``start_arrivals``, ``choose``, ``begin`` (service starts), ``report_success``,
-``served`` (answer received), ``gave_up`` (last attempt failed).
+override: ``routing_config``, ``start_arrivals``, ``affinity_key``, ``begin`` (service starts),
+``report_success``, ``served`` (answer received), ``gave_up`` (last attempt failed).
 """
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import time
 
 import numpy as np
 
-from benchmarks.des.baselines import baseline_pick
+from benchmarks.des.baselines import BASELINES, baseline
 from benchmarks.des.config import SimConfig, SimResult
 from benchmarks.des.variants import variant
-from chutes_lb.routing.decision import REGISTRY, decide
-from chutes_lb.routing.estimate import Candidate, CandidateSet, HeadroomParams
+from chutes_lb.fleet import ChuteRef
+from chutes_lb.routing.attempts import UpstreamCall, Usage
+from chutes_lb.routing.core import RoutingConfig, RoutingCore
+from chutes_lb.routing.decision import Strategy, strategy_of
+from chutes_lb.routing.estimate import HeadroomParams
 from chutes_lb.routing.live import LiveState
-from chutes_lb.routing.remote import RemoteCounts, exchange
+from chutes_lb.routing.metrics import RecordingMetrics
+from chutes_lb.snapshot.model import SCHEMA_VERSION, ChuteStats, Snapshot
 
 ARRIVAL, DEPART, RETRY, MEASURE_START, MEASURE_END, ADOPT, PUBLISH, VISIBLE, CHANGE = range(9)
-DECIDE_STRATEGIES = ("headroom", "headroom-slots", "least-utilization", "shuffle", "weighted-shuffle")
 
-__all__ = ["Simulation", "SimConfig", "SimResult", "run", "DECIDE_STRATEGIES"]
+__all__ = ["Simulation", "SimConfig", "SimResult", "run", "chute_stats"]
+
+
+def chute_stats(chute_id: str, utilization: float) -> ChuteStats:
+    """One chute's snapshot entry as the DES measures it: one instance (of c_i slots), its
+    utilization over the window; no 429s reported by the API."""
+    return ChuteStats(chute_id, chute_id, utilization, utilization, utilization, utilization, 0.0, 0.0, 0.0,
+                      0.0, 0.0, 1, 1, 1, None, "", False, "")
 
 
 class Simulation:
@@ -60,13 +79,14 @@ class Simulation:
         self.caps = [int(c) for c in cfg.caps]
         self.ids = [f"chute-{i:03d}" for i in range(n)]
         self.R = R = max(1, cfg.replicas)
+        self.index = {cid: i for i, cid in enumerate(self.ids)}
+        self.deployments = tuple(self.ids)  # deployment id = chute id
         self.base, _, vname = cfg.strategy.partition(":")
         self.variant = variant(vname)
         self.params = self.variant.headroom_params(HeadroomParams(remote_max_age=cfg.remote_max_age, default_latency=1.0, speed_memory=6.0))
-        # the strategy's registry record; a headroom ablation swaps in its own procedure
-        self.strategy = (REGISTRY[self.base]._replace(procedure=self.variant.procedure())
-                         if self.base == "headroom" else self.base)
-        self.is_decide = self.base in DECIDE_STRATEGIES
+        self.strategy = self.strategy_record(vname)
+        if cfg.instant_snapshot and self.strategy.reads_snapshot:
+            raise ValueError("instant_snapshot (validation) is for strategies that do not read the snapshot")
         self.sharing = self.base in ("headroom", "headroom-slots") and self.variant.remote  # as in production: both read the shared counts
         self.rng = random.Random(cfg.seed)
         # common_streams: arrivals + replica choice and service demands on streams of their own
@@ -75,12 +95,18 @@ class Simulation:
         self.work_of: dict[int, float] = {}
         self.alpha = cfg.alpha
         self.drng = [random.Random(cfg.seed * 1000 + r) for r in range(R)]
-        self.lives = [LiveState(penalty_seconds=cfg.penalty_seconds, error_half_life=3.0, fleet_every=0.1) for _ in range(R)]
-        self.recs = [[lv.chute(cid) for cid in self.ids] for lv in self.lives]
-        self.remotes = [{cid: RemoteCounts() for cid in self.ids} for _ in range(R)]
-        # R as each replica knows it: 1 + the replicas its last exchange saw (production); the
-        # no-sharing ablations are told R, as "R x own" needs it
-        self.replicas_seen = [1 if self.sharing else R] * R
+        # one RoutingCore per replica (worker); one metrics object counts for the whole fleet
+        self.metrics = RecordingMetrics()
+        refs = [ChuteRef(cid, cid, "des", concurrency=c) for cid, c in zip(self.ids, self.caps)]
+        routing = self.routing_config()
+        self.cores = [RoutingCore(refs, routing, self.metrics, clock=self.clock, rng=self.drng[r], worker_id=f"replica-{r}",
+                                  live=LiveState(penalty_seconds=cfg.penalty_seconds, error_half_life=3.0, fleet_every=0.1))
+                      for r in range(R)]
+        self.lives = [core.live for core in self.cores]
+        if not self.sharing:  # R as each replica knows it: 1 + the replicas its last exchange saw
+            for core in self.cores:  # (production); the no-sharing ablations are told R, as "R x own" needs it
+                core.replicas = R
+        self.calls: dict[int, UpstreamCall] = {}
         self.total_cap = float(sum(self.caps))
         self.lam = cfg.load * self.total_cap
         self.speed = [1.0] * n
@@ -92,12 +118,9 @@ class Simulation:
         self.last_t = [0.0] * n
         self.area_at_start = [0.0] * n
         self.measured: list[float | None] = [0.0] * n
-        self.own_in = [[0] * n for _ in range(R)]  # for least-busy
         self.version = 0
-        self.cands: list[CandidateSet] = []
         self.reject = cfg.mode == "reject"
         self.err_p = [cfg.error_prob.get(i, 0.0) for i in range(n)]
-        self.cum = [float(x) for x in np.cumsum(self.caps)]
         self.heap: list = []
         self.seq = 0
         self.warm = int(cfg.n_requests * cfg.warmup_frac)
@@ -105,7 +128,6 @@ class Simulation:
         self.nlat = 0
         self.attempts = self.rejected = self.failed = 0
         self.starts = np.zeros(n, dtype=np.int64)
-        self.reasons: dict[str, int] = {}
         self.arrived = self.done = 0
         self.lam_factor = 1.0
         self.bin_counts: list[np.ndarray] = []
@@ -115,12 +137,32 @@ class Simulation:
         self.n_total: float = cfg.n_requests  # the loop ends when this many requests are done
         self.step_pct = max(1, cfg.n_requests // 10)
         self.now = 0.0
-        self.exclude_sets: dict[int, set] = {}
         self.arrival_t: dict[int, float] = {}
         self.attempts_of: dict[int, int] = {}
         self.handlers = {ARRIVAL: self.on_arrival, DEPART: self.on_depart, RETRY: self.on_retry,
                          MEASURE_START: self.on_measure_start, MEASURE_END: self.on_measure_end, ADOPT: self.on_adopt,
                          PUBLISH: self.on_publish, VISIBLE: self.on_visible, CHANGE: self.on_change}
+
+    # ------------------------------------------------------------ routing set-up
+    def strategy_record(self, vname: str) -> Strategy:
+        """The registry record the cores run: a product strategy by name, a baseline, or an ablation."""
+        if self.base in BASELINES:
+            return baseline(self.base, self)
+        if self.base == "headroom" and vname:
+            return self.variant.record(self.cfg.strategy)
+        return strategy_of(self.base)
+
+    def routing_config(self) -> RoutingConfig:
+        """The cores' configuration: the production one, in the DES's time unit (a snapshot
+        never goes stale: the DES measures its age itself); session mode adds affinity."""
+        return RoutingConfig(strategy=self.strategy, params=self.params, stale_seconds=math.inf, affinity=False)
+
+    def clock(self) -> float:
+        return self.now
+
+    def snapshot(self, utilization: list[float]) -> Snapshot:
+        return Snapshot(SCHEMA_VERSION, self.version, self.now, "",
+                        {cid: chute_stats(cid, u) for cid, u in zip(self.ids, utilization)}, "des")
 
     # ------------------------------------------------------------ plumbing
     def push(self, t: float, kind: int, a=None, b=None) -> None:
@@ -137,43 +179,30 @@ class Simulation:
         self.area[c] += self.nsys[c] * (t - self.last_t[c])
         self.last_t[c] = t
 
-    def build_cands(self) -> None:
-        self.cands = [CandidateSet([Candidate(self.ids[i], self.caps[i], self.measured[i], live=self.recs[r][i],
-                                              remote=self.remotes[r][self.ids[i]] if self.variant.remote else None)
-                                    for i in range(self.n)]) for r in range(self.R)]
-
     def finish(self, req: int) -> None:
         del self.arrival_t[req], self.attempts_of[req]
-        self.exclude_sets.pop(req, None)
+        del self.calls[req]
         self.done += 1
         if self.cfg.progress and self.done % self.step_pct == 0:
             self.cfg.progress(self.done / self.n_total)
 
     # ------------------------------------------------------------ routing
-    def choose(self, req: int, r: int, t: float) -> int:
-        exc = self.exclude_sets.get(req)
-        if self.is_decide:
-            n, ids = self.n, self.ids
-            cs = self.cands[r]
-            if self.cfg.instant_snapshot:
-                cs = CandidateSet([Candidate(ids[i], self.caps[i], self.nsys[i] / self.caps[i]) for i in range(n)])
-            d = decide(cs, self.strategy, self.drng[r], now=t, excluded=exc or (), replicas=self.replicas_seen[r],
-                       snapshot_version=self.version, params=self.params)
-            self.reasons[d.reason.value] = self.reasons.get(d.reason.value, 0) + 1
-            return d.index
-        return baseline_pick(self, r, exc)
+    def affinity_key(self, req: int) -> int | None:
+        """The session key the proxy would pass with this request (none for plain requests)."""
+        return None
 
     def attempt(self, req: int, r: int, t: float) -> None:
-        c = self.choose(req, r, t)
+        call = self.calls.get(req)
+        if call is None:
+            call = self.calls[req] = UpstreamCall(self.cores[r], str(req), affinity_key=self.affinity_key(req))
+        c = self.index[call.open(self.deployments)]
         self.attempts += 1
-        tok = self.lives[r].on_start(self.ids[c], t)
-        self.own_in[r][c] += 1
         if self.reject and self.busy[c] >= self.caps[c]:
             self.rejected += 1
-            self.push(t + self.cfg.rtt, RETRY, (req, r, c, tok), 429)
+            self.push(t + self.cfg.rtt, RETRY, (req, r, c), 429)
             return
         if self.reject and self.err_p[c] and self.rng.random() < self.err_p[c]:
-            self.push(t + self.cfg.rtt, RETRY, (req, r, c, tok), 500)
+            self.push(t + self.cfg.rtt, RETRY, (req, r, c), 500)
             return
         self.touch(c, t)
         self.nsys[c] += 1
@@ -181,17 +210,17 @@ class Simulation:
         self.cur_bin[c] += 1
         if self.busy[c] < self.caps[c]:
             self.busy[c] += 1
-            self.begin(req, r, c, tok, t)
+            self.begin(req, r, c, t)
         else:
-            self.queues[c].append((req, r, c, tok))
+            self.queues[c].append((req, r, c))
 
-    def begin(self, req: int, r: int, c: int, tok: int, t: float) -> None:
+    def begin(self, req: int, r: int, c: int, t: float) -> None:
         """Request ``req`` starts service on chute ``c`` (its slot is already counted in ``busy``)."""
         s = self.work_of.pop(req) if self.srng is not None else self.service_time()
         d = s / self.speed[c]
         if self.alpha:
             d *= 1.0 + self.alpha * self.busy[c] / self.caps[c]
-        self.push(t + d, DEPART, (req, r, c, tok, s))
+        self.push(t + d, DEPART, (req, r, c, s))
 
     # ------------------------------------------------------------ events
     def start_arrivals(self) -> None:
@@ -213,11 +242,10 @@ class Simulation:
             self.bin_end = t + self.bin_width
 
     def on_depart(self, t: float, a, b) -> None:
-        req, r, c, tok, work = a
+        req, r, c, work = a
         self.touch(c, t)
         self.nsys[c] -= 1
-        self.report_success(req, r, tok, t, work)
-        self.own_in[r][c] -= 1
+        self.report_success(req, t, work)
         q = self.queues[c]
         if self.qhead[c] < len(q):
             nxt = q[self.qhead[c]]
@@ -231,8 +259,8 @@ class Simulation:
             self.busy[c] -= 1
         self.served(req, c, t)
 
-    def report_success(self, req: int, r: int, tok: int, t: float, work: float) -> None:
-        self.lives[r].on_end(tok, t, "success", work)  # work = the request's size (its "tokens")
+    def report_success(self, req: int, t: float, work: float) -> None:
+        self.calls[req].close("success", usage=Usage(work, None))  # work = the request's size (its "tokens")
 
     def served(self, req: int, c: int, t: float) -> None:
         """Request ``req`` got its answer from chute ``c`` at ``t``."""
@@ -247,15 +275,13 @@ class Simulation:
         self.finish(req)
 
     def on_retry(self, t: float, a, status) -> None:
-        req, r, c, tok = a
-        self.lives[r].on_end(tok, t, "rate_limited" if status == 429 else "error")
-        self.own_in[r][c] -= 1
+        req, r, c = a
+        self.calls[req].close("rate_limited" if status == 429 else "error")
         k = self.attempts_of[req]
         if k >= self.cfg.max_attempts:
             self.gave_up(req, t)
             return
         self.attempts_of[req] = k + 1
-        self.exclude_sets.setdefault(req, set()).add(self.ids[c])
         self.attempt(req, r, t)
 
     def on_measure_start(self, t: float, a, b) -> None:
@@ -275,18 +301,18 @@ class Simulation:
     def on_adopt(self, t: float, snap, b) -> None:
         self.version += 1
         self.measured[:] = snap
-        self.build_cands()
-        for lv in self.lives:
-            lv.on_snapshot(self.version, t)
+        adopted = self.snapshot(snap)
+        for core in self.cores:
+            core.adopt(adopted)
 
     def on_publish(self, t: float, a, b) -> None:
-        entries = [(f"replica-{r}", lv.export_counts(t), t) for r, lv in enumerate(self.lives)]
+        entries = [(core.worker_id, core.export_counts(), t) for core in self.cores]
         self.push(t + self.cfg.share_delay, VISIBLE, entries)
         self.push(t + self.cfg.share_interval, PUBLISH)
 
     def on_visible(self, t: float, entries, b) -> None:
-        for r in range(self.R):  # the production exchange, one replica at a time
-            self.replicas_seen[r] = exchange(entries, f"replica-{r}", self.remotes[r], self.lives[r])
+        for core in self.cores:  # the production exchange, one replica at a time
+            core.exchanged(entries)
 
     def on_change(self, t: float, a, b) -> None:
         what, idx, x = a
@@ -301,9 +327,9 @@ class Simulation:
     def run(self) -> SimResult:
         t0 = time.perf_counter()
         cfg = self.cfg
-        self.build_cands()
-        for lv in self.lives:
-            lv.on_snapshot(self.version, 0.0)
+        adopted = self.snapshot(self.measured)
+        for core in self.cores:
+            core.adopt(adopted)
         self.start_arrivals()
         if not cfg.instant_snapshot:
             self.push(max(0.0, cfg.refresh - cfg.window), MEASURE_START)
@@ -326,6 +352,16 @@ class Simulation:
                 break
         return self.result(time.perf_counter() - t0)
 
+    def reasons(self) -> dict[str, int]:
+        """Decisions per reason (and per affinity outcome, ``affinity_<outcome>``), from the cores' metrics."""
+        out: dict[str, int] = {}
+        for key, v in self.metrics.counts.items():
+            if key[0] == "decision":
+                out[key[2]] = out.get(key[2], 0) + v
+            elif key[0] == "affinity":
+                out[f"affinity_{key[2]}"] = out.get(f"affinity_{key[2]}", 0) + v
+        return out
+
     def result(self, wall: float) -> SimResult:
         if self.bin_width is not None:
             self.bin_counts.append(self.cur_bin.copy())
@@ -339,7 +375,7 @@ class Simulation:
         return SimResult(strategy=self.cfg.strategy, mode=self.cfg.mode, n=self.cfg.n_requests,
                          latencies=self.lat[:self.nlat].copy(), attempts=self.attempts, rejected=self.rejected,
                          failed=self.failed, starts=self.starts, cap_share=np.array(self.caps, dtype=float) / self.total_cap,
-                         share_timeline=tl, reasons=self.reasons, sim_time=self.now, wall=wall, anomalies=anomalies)
+                         share_timeline=tl, reasons=self.reasons(), sim_time=self.now, wall=wall, anomalies=anomalies)
 
 
 def run(cfg: SimConfig) -> SimResult:

@@ -1,9 +1,11 @@
 """Ablations of the ``headroom`` strategy for the DES, selected as ``headroom:<name>``.
 
-The production code has no research knobs: every variant here is built from the production
-pieces (:func:`chutes_lb.routing.decision.headroom_pick` and its keyword arguments, and
-:func:`chutes_lb.routing.estimate.estimate` wrapped), or by changing what the simulation feeds in
-(no shared counts). Ablations measured earlier and then dropped from the code (``no-survival``,
+Each is a strategy record (:class:`chutes_lb.routing.decision.Strategy`, :meth:`Variant.record`)
+with its own procedure, run as ``RoutingConfig(strategy=record)`` by each replica's
+``RoutingCore``, like any strategy. The production code has no research knobs: every procedure
+here is built from the production pieces (:func:`chutes_lb.routing.decision.headroom_pick` and its
+keyword arguments, and :func:`chutes_lb.routing.estimate.estimate` wrapped), with production
+``HeadroomParams`` overrides, or by changing what the simulation feeds in (no shared counts). Ablations measured earlier and then dropped from the code (``no-survival``,
 ``remote-only``, ``sharepen``, ``best-sampled``, ``scan``) keep their figures in BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from chutes_lb.routing.decision import HeadroomProcedure, headroom_pick, uniform_index
+from chutes_lb.routing.decision import REGISTRY, HeadroomProcedure, Strategy, headroom_pick, uniform_index
 from chutes_lb.routing.estimate import CandidateSet, Estimate, HeadroomParams, busy_slots, estimate
 
 __all__ = ["Variant", "VARIANTS", "variant"]
@@ -41,6 +43,10 @@ class Variant:
 
     def procedure(self) -> HeadroomProcedure:
         return partial(headroom_pick, **self.pick) if self.pick else headroom_pick
+
+    def record(self, name: str) -> Strategy:
+        """The strategy record of this ablation: ``headroom``'s, with this procedure and ``name``."""
+        return REGISTRY["headroom"]._replace(name=name, procedure=self.procedure())
 
     def headroom_params(self, base: HeadroomParams) -> HeadroomParams:
         return replace(base, **self.params)

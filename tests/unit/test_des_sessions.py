@@ -6,13 +6,12 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmarks.des.affinity import Production, policy_from
 from benchmarks.des.run import main
 from benchmarks.des.session_sim import SessionSimulation
 from benchmarks.des.sessions import ChuteCache, SessionConfig, session_stream
 from benchmarks.des.sim import ARRIVAL, SimConfig, Simulation, run
 from benchmarks.workload.sessions import SessionWorkload
-from chutes_lb.routing.estimate import Candidate, CandidateSet, HeadroomParams
+from chutes_lb.routing.affinity import h64, rendezvous_order
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +40,7 @@ def _measured_last_prompts(cfg: SimConfig) -> int:
 def test_sticky_hits_the_cache_exactly_and_random_does_not() -> None:
     caps = [2] * 16
     common = dict(caps=caps, mode="queue", load=0.5, replicas=2, seed=3, sessions=BIG_CACHE)
-    sticky = run(SimConfig(strategy="headroom", affinity="sticky", **common))
+    sticky = run(SimConfig(strategy="sticky", **common))
     shuffle = run(SimConfig(strategy="weighted-shuffle", **common))
     last, total = _measured_last_prompts(SimConfig(strategy="headroom", **common))
     # same sessions for both strategies (queue mode: nothing fails)
@@ -54,42 +53,41 @@ def test_sticky_hits_the_cache_exactly_and_random_does_not() -> None:
     assert np.median(sticky.ttft_first) == pytest.approx(np.median(shuffle.ttft_first), rel=0.3)
 
 
-def test_affinity_policy_is_asked_with_the_session_key_and_can_fall_back() -> None:
-    seen: list[tuple[str, int]] = []
+def test_sessions_reach_the_core_with_the_proxy_key() -> None:
+    """Each turn's attempt goes through the replica's RoutingCore with ``affinity_key`` =
+    h64("header", session id), as the proxy keys a session header: ``sticky`` (the registry's) puts
+    every turn on the first chute of that key's rendezvous order over the core's candidates."""
+    seen: dict[str, set[str]] = {}
 
-    def always_two(key, cands, *, now, excluded, replicas, snapshot_version, params, turn):
-        seen.append((key, turn))
-        return 2
+    class Recorder(SessionSimulation):
+        def attempt(self, req, r, t):
+            super().attempt(req, r, t)
+            call = self.calls[req]
+            st = self.turn_of[req][0]
+            assert call.affinity_key == h64("header", st.plan.key)
+            seen.setdefault(st.plan.key, set()).add(call.open_chute)
 
-    common = dict(caps=[4] * 5, mode="queue", load=0.4, replicas=2, seed=5, sessions=BIG_CACHE)
-    r = run(SimConfig(strategy="headroom", affinity=always_two, **common))
-    assert r.starts[2] == r.starts.sum() and r.reasons["affinity"] == r.starts.sum()
-    assert {k for k, _ in seen} and all(k.startswith("sess-") for k, _ in seen)
-    assert max(t for _, t in seen) >= 1
-    none = run(SimConfig(strategy="headroom", affinity=lambda *a, **k: None, **common))
-    assert (none.starts > 0).all() and none.reasons["affinity_fallback"] == none.starts.sum()
-    assert r.strategy == "headroom+always_two"
+    sim = Recorder(SimConfig(caps=[4] * 5, strategy="sticky", mode="queue", load=0.4, replicas=2, seed=5, sessions=BIG_CACHE))
+    r = sim.run()
+    assert r.reasons["affinity"] == r.starts.sum() and r.reasons["affinity_hit"] == r.starts.sum()
+    cs = sim.cores[0].candidates(sim.cores[0].snapshot, sim.deployments)
+    for key, chutes in seen.items():
+        assert chutes == {cs.ids[rendezvous_order(cs, h64("header", key))[0]]}
 
 
 def test_the_des_runs_the_production_affinity() -> None:
-    """``affinity[:c]`` is chutes_lb.routing.affinity itself: the session's rendezvous-first chute
-    while it has room, its second one past the bound, the strategy when neither qualifies."""
-    from chutes_lb.routing.affinity import rendezvous_order
-
-    pol = Production(bound=1.25)
-    p = HeadroomParams()
-    kw = dict(now=0.0, replicas=1, snapshot_version=None, params=p, turn=1)
-    cs = CandidateSet([Candidate(i, 8.0, 0.0) for i in ("a", "b", "c")])
-    key = next(f"k{i}" for i in range(100) if rendezvous_order(cs, pol.key(f"k{i}"))[0] == 2)
-    assert pol(key, cs, excluded=(), **kw) == 2
-    assert pol(key, cs, excluded=("c",), **kw) == rendezvous_order(cs, pol.key(key))[1]
-    busy = CandidateSet([Candidate("a", 8.0, 0.0), Candidate("b", 8.0, 0.0), Candidate("c", 8.0, 0.875)])
-    # 7 of 8 busy, fleet load 7/24: the bound is max(ceil(1.25 x 8 x (7/24 + 1/24)), 4) = 4 slots
-    assert pol(key, busy, excluded=(), **kw) == rendezvous_order(busy, pol.key(key))[1]
-    assert pol.dropped["overloaded"] == 1
-    full = CandidateSet([Candidate(i, 8.0, 1.0) for i in ("a", "b", "c")])
-    assert pol(key, full, excluded=(), **kw) is None and pol.dropped["full"] == 1
-    assert policy_from("affinity:2")[1].bound == 2.0 and policy_from("affinity")[1].bound == 2.0
+    """``affinity[:c]`` is RoutingConfig(affinity=True, affinity_bound=c) in every replica's core;
+    no affinity is ROUTING_AFFINITY=false; anything else is refused."""
+    common = dict(caps=[4] * 5, strategy="headroom", mode="queue", load=0.4, replicas=2, seed=5, sessions=BIG_CACHE)
+    sim = SessionSimulation(SimConfig(affinity="affinity:1.25", **common))
+    assert all(c.uses_sessions and c.config.affinity_bound == 1.25 for c in sim.cores)
+    assert sim.cores[0].config.load_reuse_seconds == 1.0 / sim.model.seconds_per_unit
+    assert SessionSimulation(SimConfig(affinity="affinity", **common)).cores[0].config.affinity_bound == 2.0
+    assert not SessionSimulation(SimConfig(**common)).cores[0].uses_sessions
+    r = sim.run()
+    assert r.reasons.get("affinity_hit", 0) > 0.5 * r.starts.sum() and r.strategy == "headroom+affinity:1.25"
+    with pytest.raises(ValueError):
+        SessionSimulation(SimConfig(affinity="sticky", **common))
 
 
 def test_alpha_slows_busy_chutes_and_zero_changes_nothing() -> None:
@@ -120,7 +118,7 @@ def test_sessions_scenario_smoke(tmp_path, capsys) -> None:
     rc = main(["--scenario", "sessions", "--sessions", "150", "--fleet", "smoke", "--load", "0.6", "--out", str(tmp_path)])
     assert rc == 0
     report = (tmp_path / "report.md").read_text()
-    for s in ("### Load 0.6", "| headroom+affinity |", "| headroom+sticky |", "| weighted-shuffle |",
+    for s in ("### Load 0.6", "| headroom+affinity |", "| sticky |", "| weighted-shuffle |",
               "follow-up TTFT p50 <= 0.5x", "on one chute", "### Hot spot", "under the hot spot"):
         assert s in report, s
     assert (tmp_path / "ttft-cdf-load-0.6.png").exists() and list(tmp_path.glob("load-share-hotspot-*.png"))

@@ -123,10 +123,10 @@ def affinity_pick(cs: CandidateSet, order: list[int], estimate_of: Callable[[int
 
 class SessionMemo:
     """Per worker: each session's order over a candidate set (follow-ups hit the memo; bounded),
-    and each candidate set's load, recomputed at most once a second (not per decision)."""
+    and each candidate set's load, recomputed at most once every ``reuse_seconds`` (not per decision)."""
 
-    def __init__(self, depth: int = 2, size: int = 8192) -> None:
-        self.depth, self.size = depth, size
+    def __init__(self, depth: int = 2, size: int = 8192, reuse_seconds: float = 1.0) -> None:
+        self.depth, self.size, self.reuse_seconds = depth, size, reuse_seconds
         # keyed by id(cs); each entry keeps its set, and is used only for that very object (an
         # id can be reused once a set is freed, e.g. another group's set after a new snapshot)
         self._orders: OrderedDict[tuple[int, int], tuple[CandidateSet, list[int]]] = OrderedDict()
@@ -150,7 +150,7 @@ class SessionMemo:
 
     def load(self, cs: CandidateSet, now: float, estimate_of: Callable[[int], Estimate], fresh: bool = False) -> float:
         cached = self._loads.get(id(cs))
-        if cached is not None and cached[0] is cs and 0.0 <= now - cached[1] < 1.0 and not fresh:
+        if cached is not None and cached[0] is cs and 0.0 <= now - cached[1] < self.reuse_seconds and not fresh:
             return cached[2]
         busy = sum(cs.cap[i] - estimate_of(i).free for i in range(cs.n))
         load = max(0.0, busy) / cs.total

@@ -59,11 +59,13 @@ class RoutingConfig:
     affinity: bool = True  # sessions to their own chute within the load bound (headroom only)
     affinity_bound: float = 2.0  # DES sessions, 60% load: 81% of sessions on one chute at 2, 41% at 1.25 (BENCHMARKS.md)
     affinity_depth: int = 2  # chutes of a session's order tried before the usual pick
+    load_reuse_seconds: float = 1.0  # the fleet's load (for the affinity bound) is reused this long (the DES: 1 s in its time unit)
 
 
 class RoutingCore:
     def __init__(self, deployments: Sequence[ChuteRef], config: RoutingConfig, metrics: RoutingMetrics, *,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None, worker_id: str = "worker") -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None, worker_id: str = "worker",
+                 live: LiveState | None = None) -> None:
         self.config = config
         self.spec: Strategy = REGISTRY["passthrough"] if config.strategy == "passthrough" else strategy_of(config.strategy)
         self.strategy = self.spec.name
@@ -80,7 +82,7 @@ class RoutingCore:
             self.chutes.setdefault(ref.chute_id, ref)
             self.groups_of.setdefault(ref.chute_id, []).append(ref.model_group)
         self.chute_of_deployment: dict[str, str] = {ref.deployment_id: ref.chute_id for ref in deployments}
-        self.live = LiveState()
+        self.live = live if live is not None else LiveState()  # the DES passes one with its time unit's holds
         self.remote: dict[str, RemoteCounts] = {cid: RemoteCounts() for cid in self.chutes}
         for cid in self.chutes:
             self.live.chute(cid)
@@ -93,8 +95,9 @@ class RoutingCore:
         self.estimated_at: float | None = None
         self._known_instances: dict[str, int] = {}
         self._candidate_cache: dict[tuple[object, tuple[str, ...]], CandidateSet] = {}
+        self._chute_maps: dict[tuple[str, ...], tuple[dict[str, str], tuple[str, ...]]] = {}
         self.report = DecisionReport(self.strategy)
-        self.sessions = SessionMemo(config.affinity_depth)
+        self.sessions = SessionMemo(config.affinity_depth, reuse_seconds=config.load_reuse_seconds)
         self.affinity_counts: Counter[str] = Counter()  # this worker's session decisions, for /info
         self.on_room: Callable[[], None] | None = None  # called when a slot may have freed (the gateway's slot wait)
 
@@ -193,12 +196,10 @@ class RoutingCore:
         now = self.clock()
         if needs is not None:
             deployment_ids = self.fitting(deployment_ids, needs)
-        by_chute: dict[str, str] = {}
-        for dep in deployment_ids:
-            by_chute.setdefault(self.chute_id(dep), dep)
-        excluded = frozenset(self.chute_id(d) for d in failed)
+        by_chute, chute_ids = self._chutes_of(deployment_ids)
+        excluded = frozenset(self.chute_id(d) for d in failed) if failed else frozenset()
         snap = self.usable_snapshot(now)
-        cands = self.candidates(snap, tuple(by_chute))
+        cands = self.candidates(snap, chute_ids)
         session = None
         if affinity_key is not None and self.uses_sessions:
             def est(i: int) -> Estimate:
@@ -228,6 +229,20 @@ class RoutingCore:
                          lambda: estimate(cands, d.index, now, float(self.replicas), self.params, self.live.snapshot_version),
                          d.affinity)
         return by_chute[chute]
+
+    def _chutes_of(self, deployment_ids: Sequence[str]) -> tuple[dict[str, str], tuple[str, ...]]:
+        """Each chute's first deployment among ``deployment_ids``, and the chutes in order; kept
+        per list (a model group's list repeats: no walk over it per attempt)."""
+        key = deployment_ids if isinstance(deployment_ids, tuple) else tuple(deployment_ids)
+        hit = self._chute_maps.get(key)
+        if hit is None:
+            by_chute: dict[str, str] = {}
+            for dep in key:
+                by_chute.setdefault(self.chute_id(dep), dep)
+            if len(self._chute_maps) > 64:
+                self._chute_maps.clear()
+            hit = self._chute_maps[key] = (by_chute, tuple(by_chute))
+        return hit
 
     def candidates(self, snap: Snapshot | None, chute_ids: tuple[str, ...]) -> CandidateSet:
         """The candidate set for these chutes under this snapshot, built once per snapshot version."""

@@ -51,6 +51,7 @@ class PrometheusRoutingMetrics:
         from prometheus_client import Gauge, Histogram
 
         r = {"registry": registry}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._decisions = PCounter("chutes_lb_routing_decisions", "Routing decisions by chosen chute, reason, strategy and API", ["chute", "reason", "strategy", "api"], **r)
         self._fallbacks = PCounter("chutes_lb_routing_fallbacks", "Decisions made without a usable utilization snapshot, by why", ["reason"], **r)
         self._failovers = PCounter("chutes_lb_failovers", "Requests re-routed to another chute after this chute failed them", ["chute"], **r)
@@ -71,8 +72,18 @@ class PrometheusRoutingMetrics:
         self._snapshot_age = Gauge("chutes_lb_snapshot_age_seconds", "Age of the utilization snapshot the workers route on (max over workers)", multiprocess_mode="livemax", **r)
         self._snapshot_usable = Gauge("chutes_lb_snapshot_usable", "1 when the worker routes with a fresh snapshot, 0 on live signals alone (min over workers)", multiprocess_mode="livemin", **r)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept: prometheus-client's ``labels()`` takes a lock and
+        validates on every call, ~5 us each, several per upstream attempt (label sets are bounded:
+        configured chutes x fixed values)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def decision(self, chute: str, reason: str, strategy: str, api: str) -> None:
-        self._decisions.labels(chute, reason, strategy, api).inc()
+        self._child(self._decisions, chute, reason, strategy, api).inc()
 
     def fallback(self, reason: str) -> None:
         self._fallbacks.labels(reason).inc()
@@ -81,15 +92,15 @@ class PrometheusRoutingMetrics:
         self._failovers.labels(chute).inc()
 
     def attempt_started(self, chute: str) -> None:
-        self._inflight.labels(chute).inc()
+        self._child(self._inflight, chute).inc()
 
     def attempt_ended(self, chute: str, outcome: str, latency: float | None, ttft: float | None, api: str) -> None:
-        self._inflight.labels(chute).dec()
-        self._upstream.labels(chute, outcome, api).inc()
+        self._child(self._inflight, chute).dec()
+        self._child(self._upstream, chute, outcome, api).inc()
         if ttft is not None:
-            self._ttft.labels(chute).observe(ttft)
+            self._child(self._ttft, chute).observe(ttft)
         if latency is not None:
-            self._latency.labels(chute).observe(latency)
+            self._child(self._latency, chute).observe(latency)
 
     def request(self, api: str, outcome: str, seconds: float) -> None:
         self._requests.labels(api, outcome).inc()
@@ -102,7 +113,7 @@ class PrometheusRoutingMetrics:
         self._retry_refused.labels(api).inc()
 
     def affinity(self, api: str, outcome: str) -> None:
-        self._affinity.labels(api, outcome).inc()
+        self._child(self._affinity, api, outcome).inc()
 
     def prompt_tokens(self, api: str, chute: str, cached: float, computed: float) -> None:
         if cached > 0:
