@@ -92,3 +92,19 @@ def test_api_cost_smoke(tmp_path: Path) -> None:
             assert _finite(iv["point"]) and iv["lo"] <= iv["point"] <= iv["hi"], (row["size"], row["mode"], api)
             assert row[api]["verdict"] in ("PASS", "MISS")
     assert results["verdict"] in ("PASS", "MISS") and "messages / chat [95% CI]" in report
+
+
+def test_overload_smoke(tmp_path: Path) -> None:
+    proc = _run("overload.py", tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["runs"]) == {"before", "after"}
+    for name, by_load in results["runs"].items():
+        run = by_load["1.0"]
+        assert by_load["capacity_per_second"] > 0, by_load
+        assert run["sent"] > 5, name
+        assert run["ok"] + run["client_429"] + run["other_errors"] == run["sent"], run
+        assert run["other_errors"] == 0, run  # at 1.0x nothing but a 200 or a 429 (no timeout, no 5xx)
+        if run["client_429"]:
+            assert run["non_200_with_retry_after"] == 1.0, run  # every 429 says when to come back
+    assert "| after | 1.0x |" in (tmp_path / "report.md").read_text()
+    assert "== before, load 1.0x" in proc.stderr
