@@ -1,7 +1,8 @@
 """Start and stop the project's processes on loopback, with bounded waits.
 
-Used by the test suite, the benchmarks and ``scripts/run-proxy.sh --demo``: a free port, a
-child process with its output in a log file, an HTTP readiness wait, a local ``redis-server``.
+Used by the test suite and the benchmarks (through :mod:`chutes_lb.devstack`); ``scripts/run-proxy.sh``
+manages its own processes and does not use it. Here: a free port, a child process with its output
+in a log file, an HTTP readiness wait, a local ``redis-server``.
 Every wait here has a deadline; every stop escalates from SIGTERM to SIGKILL.
 """
 from __future__ import annotations
